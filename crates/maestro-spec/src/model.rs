@@ -1,0 +1,79 @@
+//! The validated pipeline: every value here has been checked, so the engine never
+//! re-validates. Built only by [`crate::validate`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::gate::Gate;
+use crate::graph::Graph;
+
+/// Host variables passed through to jobs when `pass-env` is not set.
+pub const DEFAULT_PASS_ENV: [&str; 10] = [
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "TMPDIR",
+];
+
+/// Upper bound of `retries`.
+pub const MAX_RETRIES: u32 = 5;
+/// Upper bound of `shard`.
+pub const MAX_SHARDS: u32 = 64;
+/// Default job time limit.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(3600);
+/// Upper bound of `timeout`.
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
+/// Index of a job in its [`Graph`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct JobId(pub usize);
+
+/// One shard of a sharded job (1-based index).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Shard {
+    pub index: u32,
+    pub count: u32,
+}
+
+/// A validated job.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: JobId,
+    /// Unique name; shards are `name#index`.
+    pub name: String,
+    /// The name as written in the file (same as `name` unless sharded).
+    pub base_name: String,
+    pub description: Option<String>,
+    pub run: String,
+    pub gate: Option<Gate>,
+    pub needs: Vec<JobId>,
+    /// Glob patterns relative to the pipeline root.
+    pub inputs: Vec<String>,
+    /// Relative paths of files or directories.
+    pub outputs: Vec<String>,
+    /// Relative paths of JUnit XML reports.
+    pub reports: Vec<String>,
+    /// Explicit environment: pipeline `env`, then job `env`, then shard variables.
+    pub env: BTreeMap<String, String>,
+    /// Working directory relative to the pipeline root.
+    pub dir: Option<String>,
+    pub timeout: Duration,
+    pub retries: u32,
+    pub shard: Option<Shard>,
+    pub cache: bool,
+    /// Toolchain name → declared version, for the cache key.
+    pub toolchains: BTreeMap<String, String>,
+    /// `name@version` of the module the job came from.
+    pub module: Option<String>,
+}
+
+/// A validated pipeline with its sealed job graph.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub name: String,
+    /// Directory that holds the pipeline file; paths in jobs are relative to it.
+    pub root: PathBuf,
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Host variables passed through to jobs.
+    pub pass_env: Vec<String>,
+    pub graph: Graph,
+}
