@@ -1,0 +1,117 @@
+//! The store: runs, jobs, attempts, cache entries, artifacts and test results.
+//!
+//! [`Store`] is the interface every backend implements; [`SqliteStore`] is the embedded
+//! default (a file under `.maestro/`). Every write is one transaction; schema changes are
+//! versioned migrations ([`migrations`]).
+
+mod migrations;
+mod records;
+mod sqlite;
+
+pub use records::*;
+pub use sqlite::SqliteStore;
+
+/// Store failures.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error(
+        "the store at {path} has schema version {found}, newer than this Maestro ({supported}); upgrade Maestro"
+    )]
+    TooNew {
+        path: String,
+        found: i64,
+        supported: i64,
+    },
+    #[error("stored JSON is malformed")]
+    Json(#[from] serde_json::Error),
+    #[error("run {0} does not exist")]
+    NoSuchRun(i64),
+}
+
+/// The store interface. Implementations make every method one transaction.
+pub trait Store: Send {
+    /// Records a new run in state `running` and returns its id.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn begin_run(&mut self, run: &NewRun) -> Result<i64, StoreError>;
+    /// Records finished jobs (with their attempts, artifacts and test results) and new
+    /// cache entries, all in one transaction.
+    ///
+    /// # Errors
+    /// On database failure; nothing of the batch is written then.
+    fn record(&mut self, run_id: i64, batch: &Batch) -> Result<(), StoreError>;
+    /// Sets a run's final status.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: RunStatus,
+        finished_at_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// Marks every run still `running` as `interrupted` (called while holding the
+    /// repository's run lock, so none of them can be alive). Returns their ids.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn mark_interrupted(&mut self, now_ms: i64) -> Result<Vec<i64>, StoreError>;
+    /// The newest runs first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn list_runs(&mut self, limit: usize) -> Result<Vec<RunRow>, StoreError>;
+    /// A run with its jobs, attempts and failed tests.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchRun`] or a database failure.
+    fn run_detail(&mut self, run_id: i64) -> Result<RunDetail, StoreError>;
+    /// The id of the newest run.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn latest_run(&mut self) -> Result<Option<i64>, StoreError>;
+    /// The cache entry for a key.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn cache_get(&mut self, key: &str) -> Result<Option<CacheEntry>, StoreError>;
+    /// The newest cache entry recorded for a job name (for `cache explain`).
+    ///
+    /// # Errors
+    /// On database failure.
+    fn cache_latest_for_job(
+        &mut self,
+        job: &str,
+        before_key: Option<&str>,
+    ) -> Result<Option<CacheEntry>, StoreError>;
+    /// Removes a cache entry (e.g. when its outputs failed verification).
+    ///
+    /// # Errors
+    /// On database failure.
+    fn cache_remove(&mut self, key: &str) -> Result<(), StoreError>;
+    /// Hit/miss counts and sizes.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn cache_stats(&mut self) -> Result<CacheStats, StoreError>;
+    /// Deletes cache entries not used since `cutoff_ms` and returns the blob digests that no
+    /// remaining entry references.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn cache_gc(&mut self, cutoff_ms: i64) -> Result<GcResult, StoreError>;
+    /// Every blob digest referenced by a cache entry or a recorded log/artifact.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn referenced_blobs(&mut self) -> Result<std::collections::HashSet<String>, StoreError>;
+    /// The job record of the latest run that ran or restored `job`.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn last_job_record(&mut self, job: &str) -> Result<Option<(i64, JobRow)>, StoreError>;
+}

@@ -1,0 +1,85 @@
+//! Versioned schema migrations. The schema version is SQLite's `user_version`; each
+//! migration runs in its own transaction. Never edit a released migration: add one.
+
+/// Migration `i` brings the schema from version `i` to `i + 1`.
+pub(crate) const MIGRATIONS: &[&str] = &[
+    // 1: runs, jobs, attempts, artifacts, test results, cache entries.
+    r"
+    CREATE TABLE runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pipeline TEXT NOT NULL,
+        root TEXT NOT NULL,
+        commit_sha TEXT,
+        branch TEXT,
+        status TEXT NOT NULL,
+        started_at INTEGER NOT NULL,
+        finished_at INTEGER,
+        pid INTEGER NOT NULL,
+        args TEXT NOT NULL,
+        trace_id TEXT
+    );
+    CREATE TABLE jobs (
+        run_id INTEGER NOT NULL REFERENCES runs(id) ON DELETE CASCADE,
+        name TEXT NOT NULL,
+        gate TEXT,
+        status TEXT NOT NULL,
+        cache TEXT NOT NULL,
+        cache_key TEXT,
+        reason TEXT,
+        started_at INTEGER,
+        duration_ms INTEGER NOT NULL,
+        exit_code INTEGER,
+        log_path TEXT,
+        flaky INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (run_id, name)
+    );
+    CREATE INDEX jobs_by_name ON jobs(name, run_id);
+    CREATE TABLE attempts (
+        run_id INTEGER NOT NULL,
+        job TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        exit_code INTEGER,
+        signal INTEGER,
+        started_at INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        log_path TEXT NOT NULL,
+        PRIMARY KEY (run_id, job, attempt),
+        FOREIGN KEY (run_id, job) REFERENCES jobs(run_id, name) ON DELETE CASCADE
+    );
+    CREATE TABLE artifacts (
+        run_id INTEGER NOT NULL,
+        job TEXT NOT NULL,
+        path TEXT NOT NULL,
+        digest TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        PRIMARY KEY (run_id, job, path),
+        FOREIGN KEY (run_id, job) REFERENCES jobs(run_id, name) ON DELETE CASCADE
+    );
+    CREATE TABLE test_results (
+        run_id INTEGER NOT NULL,
+        job TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        suite TEXT NOT NULL,
+        classname TEXT NOT NULL,
+        name TEXT NOT NULL,
+        status TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        message TEXT,
+        FOREIGN KEY (run_id, job) REFERENCES jobs(run_id, name) ON DELETE CASCADE
+    );
+    CREATE INDEX tests_by_case ON test_results(classname, name);
+    CREATE TABLE cache_entries (
+        key TEXT PRIMARY KEY,
+        job TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        last_used_at INTEGER NOT NULL,
+        outputs TEXT NOT NULL,
+        log_digest TEXT NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        ingredients TEXT NOT NULL,
+        size INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX cache_by_job ON cache_entries(job, created_at);
+    ",
+];

@@ -1,0 +1,182 @@
+//! The records the store keeps. Plain data; timestamps are Unix milliseconds (UTC).
+
+use serde::{Deserialize, Serialize};
+
+/// A run's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RunStatus {
+    Running,
+    Succeeded,
+    Failed,
+    /// Stopped by Ctrl-C/SIGTERM, or found `running` after a crash.
+    Interrupted,
+}
+
+impl RunStatus {
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Succeeded => "succeeded",
+            RunStatus::Failed => "failed",
+            RunStatus::Interrupted => "interrupted",
+        }
+    }
+
+    #[must_use]
+    pub fn parse(s: &str) -> RunStatus {
+        match s {
+            "running" => RunStatus::Running,
+            "succeeded" => RunStatus::Succeeded,
+            "failed" => RunStatus::Failed,
+            _ => RunStatus::Interrupted,
+        }
+    }
+}
+
+/// What is known when a run starts.
+#[derive(Clone, Debug, Default)]
+pub struct NewRun {
+    pub pipeline: String,
+    pub root: String,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub started_at_ms: i64,
+    pub pid: u32,
+    pub args: String,
+    pub trace_id: Option<String>,
+}
+
+/// One attempt of a job.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    /// `succeeded`, `failed`, `timed-out`, `cancelled`, `error`.
+    pub status: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub started_at_ms: i64,
+    pub duration_ms: i64,
+    pub log_path: String,
+}
+
+/// One test case result from a JUnit report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestRow {
+    pub attempt: u32,
+    pub suite: String,
+    pub classname: String,
+    pub name: String,
+    /// `passed`, `failed`, `error`, `skipped`.
+    pub status: String,
+    pub duration_ms: i64,
+    pub message: Option<String>,
+}
+
+/// An output file recorded as an artifact.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRow {
+    pub path: String,
+    pub digest: String,
+    pub size: i64,
+}
+
+/// The outcome of one job in one run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobRow {
+    pub name: String,
+    pub gate: Option<String>,
+    /// `succeeded`, `failed`, `timed-out`, `cancelled`, `skipped`, `error`.
+    pub status: String,
+    /// `hit`, `miss`, `disabled`, or empty when the job never reached the cache.
+    pub cache: String,
+    pub cache_key: Option<String>,
+    /// Why the cache missed, e.g. `file src/app.py changed`.
+    pub reason: Option<String>,
+    pub started_at_ms: Option<i64>,
+    pub duration_ms: i64,
+    pub exit_code: Option<i32>,
+    pub log_path: Option<String>,
+    /// A pass after a failure on the same inputs.
+    pub flaky: bool,
+    pub attempts: Vec<AttemptRow>,
+    pub artifacts: Vec<ArtifactRow>,
+    pub tests: Vec<TestRow>,
+}
+
+/// A content-addressed cache entry: the outputs of a job for one key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheEntry {
+    pub key: String,
+    pub job: String,
+    pub created_at_ms: i64,
+    pub last_used_at_ms: i64,
+    /// Output files with their digests.
+    pub outputs: Vec<ArtifactRow>,
+    pub log_digest: String,
+    pub duration_ms: i64,
+    /// The ingredients of the key, for `maestro cache explain`: JSON object.
+    pub ingredients: String,
+    pub size: i64,
+}
+
+/// What one store transaction writes.
+#[derive(Clone, Debug, Default)]
+pub struct Batch {
+    pub jobs: Vec<JobRow>,
+    pub cache_put: Vec<CacheEntry>,
+    pub cache_used: Vec<String>,
+    pub used_at_ms: i64,
+}
+
+impl Batch {
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.jobs.is_empty() && self.cache_put.is_empty() && self.cache_used.is_empty()
+    }
+}
+
+/// A row of `maestro runs list`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub pipeline: String,
+    pub status: RunStatus,
+    pub commit: Option<String>,
+    pub branch: Option<String>,
+    pub started_at_ms: i64,
+    pub finished_at_ms: Option<i64>,
+    pub jobs: u32,
+    pub cached: u32,
+    pub failed: u32,
+}
+
+/// `maestro runs show`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunDetail {
+    pub run: RunRow,
+    pub root: String,
+    pub args: String,
+    pub jobs: Vec<JobRow>,
+}
+
+/// `maestro cache stats`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct CacheStats {
+    pub entries: i64,
+    pub bytes: i64,
+    /// Over every job ever recorded that could be cached.
+    pub hits: i64,
+    pub misses: i64,
+    /// Of the latest run.
+    pub last_run_hits: i64,
+    pub last_run_misses: i64,
+}
+
+/// What `cache gc` removed.
+#[derive(Clone, Debug, Default)]
+pub struct GcResult {
+    pub removed_entries: i64,
+    pub removed_bytes: i64,
+}

@@ -1,0 +1,507 @@
+//! The embedded SQLite backend: one file, WAL journal, every write in a transaction.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
+
+use crate::migrations::MIGRATIONS;
+use crate::{
+    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, RunDetail,
+    RunRow, RunStatus, Store, StoreError, TestRow,
+};
+
+/// The embedded store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Connection,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store file and brings its schema up to date.
+    ///
+    /// # Errors
+    /// When the file cannot be opened, is from a newer Maestro, or a migration fails.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL: readers never block the writer; NORMAL: a commit survives a process crash
+        // (the OS still has it), which is the guarantee a local run needs.
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Self::migrate(conn, &path.display().to_string())
+    }
+
+    /// An in-memory store, for tests.
+    ///
+    /// # Errors
+    /// When a migration fails.
+    pub fn open_in_memory() -> Result<SqliteStore, StoreError> {
+        let conn = Connection::open_in_memory()?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Self::migrate(conn, ":memory:")
+    }
+
+    fn migrate(mut conn: Connection, shown: &str) -> Result<SqliteStore, StoreError> {
+        let supported = i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX);
+        let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if current > supported {
+            return Err(StoreError::TooNew {
+                path: shown.to_owned(),
+                found: current,
+                supported,
+            });
+        }
+        for (i, sql) in MIGRATIONS
+            .iter()
+            .enumerate()
+            .skip(usize::try_from(current).unwrap_or(0))
+        {
+            let tx = conn.transaction()?;
+            tx.execute_batch(sql)?;
+            tx.pragma_update(
+                None,
+                "user_version",
+                i64::try_from(i + 1).unwrap_or(i64::MAX),
+            )?;
+            tx.commit()?;
+        }
+        Ok(SqliteStore { conn })
+    }
+
+    /// The schema version of the open store.
+    ///
+    /// # Errors
+    /// On database failure.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))?)
+    }
+}
+
+fn put_job(tx: &Transaction<'_>, run_id: i64, j: &JobRow) -> Result<(), StoreError> {
+    tx.prepare_cached(
+        "INSERT OR REPLACE INTO jobs (run_id, name, gate, status, cache, cache_key, reason,
+         started_at, duration_ms, exit_code, log_path, flaky)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )?
+    .execute(params![
+        run_id,
+        j.name,
+        j.gate,
+        j.status,
+        j.cache,
+        j.cache_key,
+        j.reason,
+        j.started_at_ms,
+        j.duration_ms,
+        j.exit_code,
+        j.log_path,
+        j.flaky
+    ])?;
+    for a in &j.attempts {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO attempts (run_id, job, attempt, status, exit_code, signal,
+             started_at, duration_ms, log_path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            run_id,
+            j.name,
+            a.attempt,
+            a.status,
+            a.exit_code,
+            a.signal,
+            a.started_at_ms,
+            a.duration_ms,
+            a.log_path
+        ])?;
+    }
+    for a in &j.artifacts {
+        tx.prepare_cached(
+            "INSERT OR REPLACE INTO artifacts (run_id, job, path, digest, size) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?
+        .execute(params![run_id, j.name, a.path, a.digest, a.size])?;
+    }
+    for t in &j.tests {
+        tx.prepare_cached(
+            "INSERT INTO test_results (run_id, job, attempt, suite, classname, name, status,
+             duration_ms, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?
+        .execute(params![
+            run_id,
+            j.name,
+            t.attempt,
+            t.suite,
+            t.classname,
+            t.name,
+            t.status,
+            t.duration_ms,
+            t.message
+        ])?;
+    }
+    Ok(())
+}
+
+fn cache_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(CacheEntry, String)> {
+    Ok((
+        CacheEntry {
+            key: r.get(0)?,
+            job: r.get(1)?,
+            created_at_ms: r.get(2)?,
+            last_used_at_ms: r.get(3)?,
+            outputs: Vec::new(),
+            log_digest: r.get(5)?,
+            duration_ms: r.get(6)?,
+            ingredients: r.get(7)?,
+            size: r.get(8)?,
+        },
+        r.get(4)?,
+    ))
+}
+
+const CACHE_COLS: &str =
+    "key, job, created_at, last_used_at, outputs, log_digest, duration_ms, ingredients, size";
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        id: r.get(0)?,
+        pipeline: r.get(1)?,
+        status: RunStatus::parse(&r.get::<_, String>(2)?),
+        commit: r.get(3)?,
+        branch: r.get(4)?,
+        started_at_ms: r.get(5)?,
+        finished_at_ms: r.get(6)?,
+        jobs: r.get(7)?,
+        cached: r.get(8)?,
+        failed: r.get(9)?,
+    })
+}
+
+const RUN_COLS: &str = "r.id, r.pipeline, r.status, r.commit_sha, r.branch, r.started_at, r.finished_at,
+    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id),
+    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.cache = 'hit'),
+    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error'))";
+
+impl SqliteStore {
+    fn job_rows(&self, run_id: i64, only: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, gate, status, cache, cache_key, reason, started_at, duration_ms,
+             exit_code, log_path, flaky FROM jobs WHERE run_id = ?1 AND (?2 IS NULL OR name = ?2)
+             ORDER BY COALESCE(started_at, 0), name",
+        )?;
+        let mut jobs: Vec<JobRow> = stmt
+            .query_map(params![run_id, only], |r| {
+                Ok(JobRow {
+                    name: r.get(0)?,
+                    gate: r.get(1)?,
+                    status: r.get(2)?,
+                    cache: r.get(3)?,
+                    cache_key: r.get(4)?,
+                    reason: r.get(5)?,
+                    started_at_ms: r.get(6)?,
+                    duration_ms: r.get(7)?,
+                    exit_code: r.get(8)?,
+                    log_path: r.get(9)?,
+                    flaky: r.get(10)?,
+                    attempts: Vec::new(),
+                    artifacts: Vec::new(),
+                    tests: Vec::new(),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        for j in &mut jobs {
+            let mut a = self.conn.prepare_cached(
+                "SELECT attempt, status, exit_code, signal, started_at, duration_ms, log_path
+                 FROM attempts WHERE run_id = ?1 AND job = ?2 ORDER BY attempt",
+            )?;
+            j.attempts = a
+                .query_map(params![run_id, j.name], |r| {
+                    Ok(AttemptRow {
+                        attempt: r.get(0)?,
+                        status: r.get(1)?,
+                        exit_code: r.get(2)?,
+                        signal: r.get(3)?,
+                        started_at_ms: r.get(4)?,
+                        duration_ms: r.get(5)?,
+                        log_path: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut t = self.conn.prepare_cached(
+                "SELECT attempt, suite, classname, name, status, duration_ms, message
+                 FROM test_results WHERE run_id = ?1 AND job = ?2 ORDER BY rowid",
+            )?;
+            j.tests = t
+                .query_map(params![run_id, j.name], |r| {
+                    Ok(TestRow {
+                        attempt: r.get(0)?,
+                        suite: r.get(1)?,
+                        classname: r.get(2)?,
+                        name: r.get(3)?,
+                        status: r.get(4)?,
+                        duration_ms: r.get(5)?,
+                        message: r.get(6)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            let mut f = self.conn.prepare_cached(
+                "SELECT path, digest, size FROM artifacts WHERE run_id = ?1 AND job = ?2 ORDER BY path",
+            )?;
+            j.artifacts = f
+                .query_map(params![run_id, j.name], |r| {
+                    Ok(ArtifactRow {
+                        path: r.get(0)?,
+                        digest: r.get(1)?,
+                        size: r.get(2)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+        }
+        Ok(jobs)
+    }
+
+    fn cache_query(
+        &self,
+        sql: &str,
+        p: impl rusqlite::Params,
+    ) -> Result<Option<CacheEntry>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(sql)?
+            .query_row(p, cache_from_row)
+            .optional()?;
+        match row {
+            Some((mut e, outputs)) => {
+                e.outputs = serde_json::from_str(&outputs)?;
+                Ok(Some(e))
+            }
+            None => Ok(None),
+        }
+    }
+}
+
+impl Store for SqliteStore {
+    fn begin_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
+            params![
+                run.pipeline,
+                run.root,
+                run.commit,
+                run.branch,
+                run.started_at_ms,
+                run.pid,
+                run.args,
+                run.trace_id
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn record(&mut self, run_id: i64, batch: &Batch) -> Result<(), StoreError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for j in &batch.jobs {
+            put_job(&tx, run_id, j)?;
+        }
+        for e in &batch.cache_put {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO cache_entries (key, job, created_at, last_used_at, outputs,
+                 log_digest, duration_ms, ingredients, size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                e.key,
+                e.job,
+                e.created_at_ms,
+                e.last_used_at_ms,
+                serde_json::to_string(&e.outputs)?,
+                e.log_digest,
+                e.duration_ms,
+                e.ingredients,
+                e.size
+            ])?;
+        }
+        for k in &batch.cache_used {
+            tx.prepare_cached("UPDATE cache_entries SET last_used_at = ?2 WHERE key = ?1")?
+                .execute(params![k, batch.used_at_ms])?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn finish_run(
+        &mut self,
+        run_id: i64,
+        status: RunStatus,
+        finished_at_ms: i64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        let n = tx.execute(
+            "UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1",
+            params![run_id, status.as_str(), finished_at_ms],
+        )?;
+        if n == 0 {
+            return Err(StoreError::NoSuchRun(run_id));
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn mark_interrupted(&mut self, now_ms: i64) -> Result<Vec<i64>, StoreError> {
+        let tx = self.conn.transaction()?;
+        let ids: Vec<i64> = tx
+            .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY id")?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        tx.execute(
+            "UPDATE runs SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
+            params![now_ms],
+        )?;
+        tx.commit()?;
+        Ok(ids)
+    }
+
+    fn list_runs(&mut self, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!("SELECT {RUN_COLS} FROM runs r ORDER BY r.id DESC LIMIT ?1");
+        let rows = self
+            .conn
+            .prepare(&sql)?
+            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], run_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn run_detail(&mut self, run_id: i64) -> Result<RunDetail, StoreError> {
+        let sql = format!("SELECT {RUN_COLS}, r.root, r.args FROM runs r WHERE r.id = ?1");
+        let (run, root, args) = self
+            .conn
+            .prepare(&sql)?
+            .query_row(params![run_id], |r| {
+                Ok((run_row(r)?, r.get(10)?, r.get(11)?))
+            })
+            .optional()?
+            .ok_or(StoreError::NoSuchRun(run_id))?;
+        let jobs = self.job_rows(run_id, None)?;
+        Ok(RunDetail {
+            run,
+            root,
+            args,
+            jobs,
+        })
+    }
+
+    fn latest_run(&mut self) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row("SELECT MAX(id) FROM runs", [], |r| r.get(0))?)
+    }
+
+    fn cache_get(&mut self, key: &str) -> Result<Option<CacheEntry>, StoreError> {
+        self.cache_query(
+            &format!("SELECT {CACHE_COLS} FROM cache_entries WHERE key = ?1"),
+            params![key],
+        )
+    }
+
+    fn cache_latest_for_job(
+        &mut self,
+        job: &str,
+        before_key: Option<&str>,
+    ) -> Result<Option<CacheEntry>, StoreError> {
+        self.cache_query(
+            &format!(
+                "SELECT {CACHE_COLS} FROM cache_entries WHERE job = ?1 AND (?2 IS NULL OR key <> ?2)
+                 ORDER BY last_used_at DESC, created_at DESC LIMIT 1"
+            ),
+            params![job, before_key],
+        )
+    }
+
+    fn cache_remove(&mut self, key: &str) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM cache_entries WHERE key = ?1", params![key])?;
+        Ok(())
+    }
+
+    fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {
+        let (entries, bytes): (i64, i64) = self.conn.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_entries",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (hits, misses): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(cache = 'hit'), 0), COALESCE(SUM(cache = 'miss'), 0) FROM jobs",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        let (last_run_hits, last_run_misses): (i64, i64) = self.conn.query_row(
+            "SELECT COALESCE(SUM(cache = 'hit'), 0), COALESCE(SUM(cache = 'miss'), 0) FROM jobs
+             WHERE run_id = (SELECT MAX(id) FROM runs)",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        Ok(CacheStats {
+            entries,
+            bytes,
+            hits,
+            misses,
+            last_run_hits,
+            last_run_misses,
+        })
+    }
+
+    fn cache_gc(&mut self, cutoff_ms: i64) -> Result<GcResult, StoreError> {
+        let tx = self.conn.transaction()?;
+        let (removed_entries, removed_bytes): (i64, i64) = tx.query_row(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM cache_entries WHERE last_used_at < ?1",
+            params![cutoff_ms],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        tx.execute(
+            "DELETE FROM cache_entries WHERE last_used_at < ?1",
+            params![cutoff_ms],
+        )?;
+        tx.commit()?;
+        Ok(GcResult {
+            removed_entries,
+            removed_bytes,
+        })
+    }
+
+    fn referenced_blobs(&mut self) -> Result<HashSet<String>, StoreError> {
+        let mut out = HashSet::new();
+        let mut stmt = self
+            .conn
+            .prepare("SELECT outputs, log_digest FROM cache_entries")?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        for row in rows {
+            let (outputs, log) = row?;
+            let outputs: Vec<ArtifactRow> = serde_json::from_str(&outputs)?;
+            out.extend(outputs.into_iter().map(|a| a.digest));
+            out.insert(log);
+        }
+        Ok(out)
+    }
+
+    fn last_job_record(&mut self, job: &str) -> Result<Option<(i64, JobRow)>, StoreError> {
+        let run: Option<i64> = self.conn.query_row(
+            "SELECT MAX(run_id) FROM jobs WHERE name = ?1",
+            params![job],
+            |r| r.get(0),
+        )?;
+        let Some(run) = run else { return Ok(None) };
+        Ok(self
+            .job_rows(run, Some(job))?
+            .into_iter()
+            .next()
+            .map(|j| (run, j)))
+    }
+}
