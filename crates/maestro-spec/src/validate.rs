@@ -67,10 +67,12 @@ pub fn validate(
     raw: RawPipeline,
     modules: &mut ModuleRepo,
 ) -> Result<Pipeline, SpecErrors> {
-    let root = source
-        .path
-        .parent()
-        .map_or_else(|| Path::new(".").to_path_buf(), Path::to_path_buf);
+    let root = match source.path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => Path::new(".").to_path_buf(),
+    };
+    // Jobs run in the root: make it absolute so nothing depends on the caller's cwd.
+    let root = std::fs::canonicalize(&root).unwrap_or(root);
     let mut ctx = Ctx {
         diags: Vec::new(),
         toolchains: &raw.toolchains,

@@ -26,6 +26,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         cache TEXT NOT NULL,
         cache_key TEXT,
         reason TEXT,
+        note TEXT,
         started_at INTEGER,
         duration_ms INTEGER NOT NULL,
         exit_code INTEGER,

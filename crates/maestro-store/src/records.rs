@@ -80,6 +80,9 @@ pub struct ArtifactRow {
     pub path: String,
     pub digest: String,
     pub size: i64,
+    /// Restored with mode 0755 instead of 0644.
+    #[serde(default)]
+    pub executable: bool,
 }
 
 /// The outcome of one job in one run.
@@ -94,6 +97,8 @@ pub struct JobRow {
     pub cache_key: Option<String>,
     /// Why the cache missed, e.g. `file src/app.py changed`.
     pub reason: Option<String>,
+    /// Why the job failed, was skipped or cancelled, in words.
+    pub note: Option<String>,
     pub started_at_ms: Option<i64>,
     pub duration_ms: i64,
     pub exit_code: Option<i32>,

@@ -84,8 +84,8 @@ impl SqliteStore {
 fn put_job(tx: &Transaction<'_>, run_id: i64, j: &JobRow) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO jobs (run_id, name, gate, status, cache, cache_key, reason,
-         started_at, duration_ms, exit_code, log_path, flaky)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+         started_at, duration_ms, exit_code, log_path, flaky, note)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         run_id,
@@ -99,7 +99,8 @@ fn put_job(tx: &Transaction<'_>, run_id: i64, j: &JobRow) -> Result<(), StoreErr
         j.duration_ms,
         j.exit_code,
         j.log_path,
-        j.flaky
+        j.flaky,
+        j.note
     ])?;
     for a in &j.attempts {
         tx.prepare_cached(
@@ -188,8 +189,8 @@ impl SqliteStore {
     fn job_rows(&self, run_id: i64, only: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name, gate, status, cache, cache_key, reason, started_at, duration_ms,
-             exit_code, log_path, flaky FROM jobs WHERE run_id = ?1 AND (?2 IS NULL OR name = ?2)
-             ORDER BY COALESCE(started_at, 0), name",
+             exit_code, log_path, flaky, note FROM jobs WHERE run_id = ?1 AND (?2 IS NULL OR name = ?2)
+             ORDER BY started_at IS NULL, started_at, name",
         )?;
         let mut jobs: Vec<JobRow> = stmt
             .query_map(params![run_id, only], |r| {
@@ -205,6 +206,7 @@ impl SqliteStore {
                     exit_code: r.get(8)?,
                     log_path: r.get(9)?,
                     flaky: r.get(10)?,
+                    note: r.get(11)?,
                     attempts: Vec::new(),
                     artifacts: Vec::new(),
                     tests: Vec::new(),
@@ -255,6 +257,7 @@ impl SqliteStore {
                         path: r.get(0)?,
                         digest: r.get(1)?,
                         size: r.get(2)?,
+                        executable: false,
                     })
                 })?
                 .collect::<Result<_, _>>()?;

@@ -13,6 +13,7 @@ fn job(name: &str, status: &str, cache: &str) -> JobRow {
         cache: cache.into(),
         cache_key: Some(format!("key-{name}")),
         reason: None,
+        note: None,
         started_at_ms: Some(1),
         duration_ms: 5,
         exit_code: Some(0),

@@ -1,0 +1,171 @@
+//! `maestro run` and `maestro validate`.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+
+use maestro_engine::lock::{LockError, RunLock};
+use maestro_spec::Pipeline;
+use maestro_store::RunStatus;
+
+use crate::args::{Common, RunArgs};
+use crate::exit::{self, Failure};
+use crate::render;
+use crate::settings::{self, Output};
+
+/// Loads the pipeline, printing every diagnostic on failure.
+pub(crate) fn load(paths: &settings::Paths) -> Result<Pipeline, Failure> {
+    settings::require_file(&paths.file)?;
+    maestro_spec::load_pipeline(&paths.file).map_err(|errs| {
+        for d in &errs.0 {
+            eprintln!("{:?}", miette::Report::new(d.clone()));
+        }
+        Failure::usage(
+            format!("{} has {} problem(s)", paths.file.display(), errs.0.len()),
+            "fix the problems above; `maestro validate` checks the file without running anything",
+        )
+    })
+}
+
+pub(crate) fn validate(common: &Common, json: bool) -> Result<u8, Failure> {
+    let paths = settings::paths(common);
+    settings::require_file(&paths.file)?;
+    match maestro_spec::load_pipeline(&paths.file) {
+        Ok(p) => {
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": true, "jobs": p.graph.len(), "diagnostics": []})
+                );
+            } else {
+                println!("{}: valid, {} jobs", paths.file.display(), p.graph.len());
+            }
+            Ok(exit::OK)
+        }
+        Err(errs) => {
+            if json {
+                let list: Vec<_> = errs
+                    .0
+                    .iter()
+                    .map(maestro_spec::Diagnostic::to_json)
+                    .collect();
+                println!(
+                    "{}",
+                    serde_json::json!({"valid": false, "diagnostics": list})
+                );
+            } else {
+                for d in &errs.0 {
+                    eprintln!("{:?}", miette::Report::new(d.clone()));
+                }
+                eprintln!("{}: {} problem(s)", paths.file.display(), errs.0.len());
+            }
+            Ok(exit::USAGE)
+        }
+    }
+}
+
+pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
+    let paths = settings::paths(&a.common);
+    let parallelism = settings::parallelism(a.parallelism)?;
+    let grace = settings::duration("--grace", &a.grace)?;
+    let output = settings::output(
+        a.log_format,
+        std::io::stderr().is_terminal(),
+        settings::in_ci(),
+    );
+    let pipeline = Arc::new(load(&paths)?);
+    let mut targets = Vec::new();
+    for name in &a.jobs {
+        let ids = pipeline.graph.select(name);
+        if ids.is_empty() {
+            let names: Vec<&str> = pipeline
+                .graph
+                .jobs()
+                .iter()
+                .map(|j| j.base_name.as_str())
+                .collect();
+            let hint = match maestro_spec::diag::closest(name, names.iter().copied()) {
+                Some(c) => format!("did you mean `{c}`?"),
+                None => format!("jobs: {}", names.join(", ")),
+            };
+            return Err(Failure::usage(format!("no job named `{name}`"), hint));
+        }
+        targets.extend(ids);
+    }
+    let _lock = RunLock::acquire(&paths.home).map_err(|e| match e {
+        LockError::Busy { .. } => Failure {
+            code: exit::ENVIRONMENT,
+            report: miette::miette!(help = "wait for it to finish, or stop it (Ctrl-C)", "{e}"),
+        },
+        other => Failure::env(other, "check that the home directory is writable"),
+    })?;
+    let mut store = crate::open_store(&paths)?;
+    let opts = maestro_engine::Options {
+        home: paths.home.clone(),
+        parallelism,
+        no_cache: a.no_cache,
+        grace,
+        targets,
+        args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        host_env: std::env::vars().collect(),
+        trace_id: None,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(parallelism.clamp(1, 4))
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::env(e, "the async runtime could not start"))?;
+    let color = output == Output::Human && std::env::var_os("NO_COLOR").is_none();
+    let mut console = render::Console::new(output, color);
+    let summary = runtime.block_on(async {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let term_recv = async {
+                match term.as_mut() {
+                    Some(t) => {
+                        t.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = term_recv => {}
+            }
+            let _ = tx.send(true);
+        });
+        maestro_engine::run(Arc::clone(&pipeline), &mut store, &opts, &mut console, rx).await
+    });
+    let summary = summary.map_err(|e| {
+        Failure::env(
+            e,
+            "see the cause above; the run is recorded as interrupted on the next start",
+        )
+    })?;
+    console.finish();
+    if output != Output::Json {
+        render::print_summary(&summary, &pipeline, color);
+    } else {
+        println!("{}", render::summary_json(&summary));
+    }
+    let md = render::markdown(&summary, &pipeline);
+    if let Some(p) = &a.summary_md {
+        std::fs::write(p, &md).map_err(|e| Failure::env(e, "check the --summary-md path"))?;
+    }
+    if let Some(p) = std::env::var_os("GITHUB_STEP_SUMMARY").filter(|p| !p.is_empty()) {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&p)
+            .map_err(|e| Failure::env(e, "GITHUB_STEP_SUMMARY points to an unwritable file"))?;
+        f.write_all(md.as_bytes())
+            .map_err(|e| Failure::env(e, "cannot append to GITHUB_STEP_SUMMARY"))?;
+    }
+    Ok(match summary.status {
+        RunStatus::Succeeded => exit::OK,
+        RunStatus::Interrupted => exit::INTERRUPTED,
+        RunStatus::Failed | RunStatus::Running => exit::PIPELINE_FAILED,
+    })
+}

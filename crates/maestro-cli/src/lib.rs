@@ -1,0 +1,81 @@
+//! The `maestro` command line. The only crate that knows the terminal: it parses
+//! arguments, merges them into validated settings, calls the library crates and renders
+//! their results.
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the CLI is the crate that prints"
+)]
+
+mod args;
+mod cmd_cache;
+mod cmd_run;
+mod cmd_runs;
+mod exit;
+mod render;
+mod settings;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::args::{CacheCommand, Cli, Command, RunsCommand};
+use crate::exit::Failure;
+
+/// Runs the command line and returns the process exit code.
+#[must_use]
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(a) => cmd_run::run(&a),
+        Command::Validate { common, json } => cmd_run::validate(&common, json),
+        Command::Schema { module } => {
+            let schema = if module {
+                maestro_spec::raw::module_schema()
+            } else {
+                maestro_spec::raw::pipeline_schema()
+            };
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).unwrap_or_default()
+            );
+            Ok(exit::OK)
+        }
+        Command::Runs { command } => match command {
+            RunsCommand::List {
+                common,
+                limit,
+                json,
+            } => cmd_runs::list(&common, limit, json),
+            RunsCommand::Show { common, id, json } => cmd_runs::show(&common, id, json),
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Stats { common, json } => cmd_cache::stats(&common, json),
+            CacheCommand::Gc { common, max_age } => cmd_cache::gc(&common, &max_age),
+            CacheCommand::Explain { common, job, json } => cmd_cache::explain(&common, &job, json),
+        },
+    };
+    match result {
+        Ok(code) => exit::code(code),
+        Err(f) => {
+            eprintln!("{:?}", f.report);
+            exit::code(f.code)
+        }
+    }
+}
+
+/// Opens the store of a repository.
+fn open_store(paths: &settings::Paths) -> Result<maestro_store::SqliteStore, Failure> {
+    std::fs::create_dir_all(&paths.home).map_err(|e| {
+        Failure::env(
+            e,
+            "check that Maestro's home directory is writable (--home / MAESTRO_HOME)",
+        )
+    })?;
+    maestro_store::SqliteStore::open(&paths.store()).map_err(|e| {
+        Failure::env(
+            e,
+            "the store is .maestro/store.db; move it aside to start fresh",
+        )
+    })
+}

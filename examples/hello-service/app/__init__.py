@@ -1,0 +1,1 @@
+"""hello-service: a small HTTP greeting service."""
