@@ -135,11 +135,7 @@ impl InputIndex {
                 root.join(r)
             };
             match fs::symlink_metadata(&start) {
-                Ok(m) if m.is_file() => {
-                    if !is_excluded(r, excluded) {
-                        visit(r);
-                    }
-                }
+                Ok(m) if m.is_file() && !is_excluded(r, excluded) => visit(r),
                 Ok(m) if m.is_dir() => walk(&start, r, excluded, &mut visit)?,
                 _ => {}
             }

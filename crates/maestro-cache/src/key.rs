@@ -225,7 +225,8 @@ mod tests {
     #[test]
     fn every_ingredient_changes_the_key_and_is_explained() {
         let b = base();
-        let cases: Vec<(Box<dyn Fn(&mut Ingredients)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut Ingredients)>;
+        let cases: Vec<(Change, &str)> = vec![
             (
                 Box::new(|i| i.command = "make check".into()),
                 "command changed",

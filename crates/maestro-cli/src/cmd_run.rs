@@ -99,8 +99,10 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         other => Failure::env(other, "check that the home directory is writable"),
     })?;
     let mut store = crate::open_store(&paths)?;
+    // Absolute, so recorded log paths work from any directory.
+    let home = std::fs::canonicalize(&paths.home).unwrap_or_else(|_| paths.home.clone());
     let opts = maestro_engine::Options {
-        home: paths.home.clone(),
+        home,
         parallelism,
         no_cache: a.no_cache,
         grace,

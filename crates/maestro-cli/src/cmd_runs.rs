@@ -7,7 +7,7 @@ use maestro_store::{Store, StoreError};
 
 use crate::args::Common;
 use crate::exit::{self, Failure};
-use crate::render::{label, log_tail, secs};
+use crate::render::{label, log_tail, secs, shown};
 use crate::settings;
 
 fn store_err(e: StoreError) -> Failure {
@@ -28,7 +28,7 @@ fn ts(ms: i64) -> String {
 
 pub(crate) fn list(common: &Common, limit: usize, json: bool) -> Result<u8, Failure> {
     let paths = settings::paths(common);
-    let mut store = crate::open_store(&paths)?;
+    let mut store = crate::open_store_recovered(&paths)?;
     let runs = store.list_runs(limit).map_err(store_err)?;
     if json {
         println!(
@@ -67,7 +67,7 @@ pub(crate) fn list(common: &Common, limit: usize, json: bool) -> Result<u8, Fail
 
 pub(crate) fn show(common: &Common, id: Option<i64>, json: bool) -> Result<u8, Failure> {
     let paths = settings::paths(common);
-    let mut store = crate::open_store(&paths)?;
+    let mut store = crate::open_store_recovered(&paths)?;
     let id = match id {
         Some(i) => i,
         None => store
@@ -146,7 +146,7 @@ pub(crate) fn show(common: &Common, id: Option<i64>, json: bool) -> Result<u8, F
             let _ = writeln!(out, "    failing test: {}.{}", t.classname, t.name);
         }
         if let Some(log) = &j.log_path {
-            let _ = writeln!(out, "    log: {log}");
+            let _ = writeln!(out, "    log: {}", shown(log));
             for l in log_tail(Path::new(log), 20) {
                 let _ = writeln!(out, "    │ {l}");
             }

@@ -64,6 +64,19 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// Opens the store and, when no run holds the repository's lock, marks runs left
+/// `running` by a crashed maestro as interrupted.
+fn open_store_recovered(paths: &settings::Paths) -> Result<maestro_store::SqliteStore, Failure> {
+    use maestro_store::Store as _;
+    let mut store = open_store(paths)?;
+    if let Ok(_lock) = maestro_engine::lock::RunLock::acquire(&paths.home) {
+        store
+            .mark_interrupted(maestro_engine::now_ms())
+            .map_err(|e| Failure::env(e, "the store is .maestro/store.db"))?;
+    }
+    Ok(store)
+}
+
 /// Opens the store of a repository.
 fn open_store(paths: &settings::Paths) -> Result<maestro_store::SqliteStore, Failure> {
     std::fs::create_dir_all(&paths.home).map_err(|e| {

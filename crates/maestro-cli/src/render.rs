@@ -228,6 +228,17 @@ impl Reporter for Console {
     }
 }
 
+/// A path as the user should see it: relative to the current directory when inside it.
+pub(crate) fn shown(path: &str) -> String {
+    let p = Path::new(path);
+    match std::env::current_dir() {
+        Ok(cwd) => p
+            .strip_prefix(&cwd)
+            .map_or_else(|_| path.to_owned(), |r| r.display().to_string()),
+        Err(_) => path.to_owned(),
+    }
+}
+
 /// Up to `n` last lines of a log file (reads at most the last 16 KiB).
 pub(crate) fn log_tail(path: &Path, n: usize) -> Vec<String> {
     let Ok(mut f) = std::fs::File::open(path) else {
@@ -381,7 +392,7 @@ pub(crate) fn print_summary(summary: &Summary, pipeline: &Pipeline, color: bool)
             );
         }
         if let Some(log) = &row.log_path {
-            let _ = writeln!(out, "    log: {log}");
+            let _ = writeln!(out, "    log: {}", shown(log));
             for l in log_tail(Path::new(log), 15) {
                 let _ = writeln!(out, "    │ {l}");
             }

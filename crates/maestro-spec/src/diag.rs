@@ -183,15 +183,17 @@ impl Pos {
 pub struct Source {
     pub path: PathBuf,
     pub text: Arc<str>,
+    named: miette::NamedSource<Arc<str>>,
 }
 
 impl Source {
     #[must_use]
     pub fn new(path: impl Into<PathBuf>, text: impl Into<Arc<str>>) -> Source {
-        Source {
-            path: path.into(),
-            text: text.into(),
-        }
+        let path = path.into();
+        let text = text.into();
+        let named = miette::NamedSource::new(path.display().to_string(), Arc::clone(&text))
+            .with_language("yaml");
+        Source { path, text, named }
     }
 }
 
@@ -314,7 +316,7 @@ impl miette::Diagnostic for Diagnostic {
     fn source_code(&self) -> Option<&dyn miette::SourceCode> {
         self.source
             .as_ref()
-            .map(|s| &s.text as &dyn miette::SourceCode)
+            .map(|s| &s.named as &dyn miette::SourceCode)
     }
 
     fn labels(&self) -> Option<Box<dyn Iterator<Item = miette::LabeledSpan> + '_>> {
@@ -339,31 +341,43 @@ impl miette::Diagnostic for Diagnostic {
 #[error("{} problem(s) in the pipeline spec", .0.len())]
 pub struct SpecErrors(pub Vec<Diagnostic>);
 
-/// Levenshtein distance, for "did you mean" hints.
+/// Edit distance with adjacent transpositions (optimal string alignment), for "did you
+/// mean" hints: `unti` is one edit from `unit`.
 #[must_use]
 pub fn edit_distance(a: &str, b: &str) -> usize {
-    let b_chars: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b_chars.len()).collect();
-    let mut cur = vec![0; b_chars.len() + 1];
-    for (i, ca) in a.chars().enumerate() {
-        cur[0] = i + 1;
-        for (j, cb) in b_chars.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
     }
-    prev[b_chars.len()]
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[i - 1][j] + 1)
+                .min(d[i][j - 1] + 1)
+                .min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[i - 2][j - 2] + 1);
+            }
+            d[i][j] = v;
+        }
+    }
+    d[a.len()][b.len()]
 }
 
 /// The closest candidate within a small edit distance, for "did you mean" hints.
 #[must_use]
 pub fn closest<'a>(word: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
-    let limit = (word.chars().count() / 3).max(2);
+    let len = word.chars().count();
+    let limit = (len / 3).max(1);
     candidates
         .into_iter()
         .map(|c| (edit_distance(word, c), c))
-        .filter(|(d, _)| *d <= limit)
+        .filter(|(d, _)| *d <= limit && *d < len)
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
 }
@@ -386,5 +400,8 @@ mod tests {
         assert_eq!(closest("neeeds", ["needs", "run"]), Some("needs"));
         assert_eq!(closest("zzzzzz", ["needs", "run"]), None);
         assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("unti", "unit"), 1);
+        assert_eq!(closest("zz", ["a", "b"]), None);
+        assert_eq!(closest("lnt", ["lint", "unit"]), Some("lint"));
     }
 }

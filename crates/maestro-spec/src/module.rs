@@ -136,10 +136,7 @@ impl ModuleRepo {
                 format!("module `{name}` has no version `{version}`"),
             )
             .hint(if versions.is_empty() {
-                format!(
-                    "{} holds no <version>.yaml files",
-                    format!("{}/{name}", self.shown)
-                )
+                format!("{}/{name} holds no <version>.yaml files", self.shown)
             } else {
                 format!("available versions: {}", versions.join(", "))
             })));

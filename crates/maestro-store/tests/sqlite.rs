@@ -32,6 +32,7 @@ fn job(name: &str, status: &str, cache: &str) -> JobRow {
             path: "out.txt".into(),
             digest: "d1".into(),
             size: 3,
+            executable: false,
         }],
         tests: vec![TestRow {
             attempt: 1,
@@ -55,6 +56,7 @@ fn entry(key: &str, used: i64) -> CacheEntry {
             path: "out.txt".into(),
             digest: format!("blob-{key}"),
             size: 10,
+            executable: false,
         }],
         log_digest: format!("log-{key}"),
         duration_ms: 5,
@@ -169,16 +171,10 @@ fn a_newer_schema_is_refused() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("store.db");
     drop(SqliteStore::open(&path).expect("open"));
-    let conn = rusqlite_like_bump(&path);
-    assert!(conn);
+    rusqlite::Connection::open(&path)
+        .expect("raw open")
+        .pragma_update(None, "user_version", 99)
+        .expect("bump the schema version past what this build knows");
     let err = SqliteStore::open(&path).expect_err("too new");
     assert!(err.to_string().contains("newer than this Maestro"), "{err}");
-}
-
-fn rusqlite_like_bump(path: &std::path::Path) -> bool {
-    // Bump user_version with the sqlite3 file format directly through the store's own
-    // dependency: open a raw connection.
-    let c = rusqlite::Connection::open(path).expect("raw open");
-    c.pragma_update(None, "user_version", 99).expect("bump");
-    true
 }

@@ -1,0 +1,115 @@
+//! Helpers for end-to-end tests: a fixture repository in a temporary directory and the
+//! real `maestro` binary.
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::allow_attributes,
+    reason = "shared by several test binaries"
+)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct Repo {
+    pub dir: tempfile::TempDir,
+}
+
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_maestro")
+}
+
+impl Repo {
+    pub fn new() -> Repo {
+        Repo {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// A copy of `examples/hello-service`.
+    pub fn example() -> Repo {
+        let repo = Repo::new();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service");
+        copy_dir(&src, repo.path());
+        repo
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) {
+        let p = self.path().join(rel);
+        fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+        fs::write(p, text).expect("write");
+    }
+
+    pub fn read(&self, rel: &str) -> String {
+        fs::read_to_string(self.path().join(rel)).expect("read")
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(bin());
+        c.args(args)
+            .current_dir(self.path())
+            .env_remove("MAESTRO_HOME")
+            .env_remove("GITHUB_STEP_SUMMARY")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn maestro")
+    }
+
+    /// `maestro run --log-format plain` plus `args`; returns (exit code, stderr+stdout).
+    pub fn maestro_run(&self, args: &[&str]) -> (i32, String) {
+        let mut all = vec!["run", "--log-format", "plain"];
+        all.extend_from_slice(args);
+        let out = self.run(&all);
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        (out.status.code().unwrap_or(-1), text)
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "maestro {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("json output")
+    }
+
+    /// The jobs of the latest run, by name.
+    pub fn latest_jobs(&self) -> serde_json::Map<String, serde_json::Value> {
+        let run = self.json(&["runs", "show", "--json"]);
+        run["jobs"]
+            .as_array()
+            .expect("jobs")
+            .iter()
+            .map(|j| (j["name"].as_str().expect("name").to_owned(), j.clone()))
+            .collect()
+    }
+}
+
+pub fn copy_dir(src: &Path, dst: &Path) {
+    fs::create_dir_all(dst).expect("mkdir");
+    for e in fs::read_dir(src).expect("read_dir") {
+        let e = e.expect("entry");
+        let name = e.file_name();
+        if name == ".maestro" || name == "reports" || name == "dist" || name == "__pycache__" {
+            continue;
+        }
+        let to: PathBuf = dst.join(&name);
+        if e.file_type().expect("type").is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            fs::copy(e.path(), &to).expect("copy");
+        }
+    }
+}
