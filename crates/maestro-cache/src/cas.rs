@@ -138,6 +138,32 @@ impl Cas {
         Ok((digest, size))
     }
 
+    /// Stores a finished, immutable file (a job's log) by hard-linking it into the store
+    /// instead of copying it: no new inode, no data copied. The file becomes read-only.
+    /// Falls back to a copy when linking is impossible (another file system).
+    ///
+    /// # Errors
+    /// When the file cannot be read or the store cannot be written.
+    pub fn adopt(&self, src: &Path) -> Result<(String, i64), CasError> {
+        let (digest, size) = hash_file(src)?;
+        let dest = self.path(&digest);
+        if dest.is_file() {
+            return Ok((digest, size));
+        }
+        let parent = dest.parent().unwrap_or(&self.root);
+        fs::create_dir_all(parent).map_err(io_err("create", parent))?;
+        let mut perms = fs::metadata(src)
+            .map_err(io_err("stat", src))?
+            .permissions();
+        perms.set_readonly(true);
+        fs::set_permissions(src, perms).map_err(io_err("chmod", src))?;
+        match fs::hard_link(src, &dest) {
+            Ok(()) => Ok((digest, size)),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok((digest, size)),
+            Err(_) => self.put_file(src),
+        }
+    }
+
     /// Stores bytes; returns the digest.
     ///
     /// # Errors
@@ -159,12 +185,15 @@ impl Cas {
     /// [`CasError::Missing`] or [`CasError::Corrupt`].
     pub fn verify(&self, digest: &str) -> Result<(), CasError> {
         let p = self.path(digest);
-        if !p.is_file() {
-            return Err(CasError::Missing {
-                digest: digest.to_owned(),
-            });
-        }
-        let (actual, _) = hash_file(&p)?;
+        let actual = match hash_file(&p) {
+            Ok((d, _)) => d,
+            Err(CasError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+                return Err(CasError::Missing {
+                    digest: digest.to_owned(),
+                });
+            }
+            Err(e) => return Err(e),
+        };
         if actual != digest {
             return Err(CasError::Corrupt {
                 digest: digest.to_owned(),
@@ -181,8 +210,7 @@ impl Cas {
     /// When the blob is missing or corrupt, or `dest` cannot be written.
     pub fn restore(&self, digest: &str, dest: &Path, executable: bool) -> Result<(), CasError> {
         self.verify(digest)?;
-        if dest.is_file()
-            && let Ok((existing, _)) = hash_file(dest)
+        if let Ok((existing, _)) = hash_file(dest)
             && existing == digest
         {
             return Ok(());
@@ -294,6 +322,21 @@ mod tests {
         let err = cas.restore(&digest, &out, false).expect_err("corrupt");
         assert!(matches!(err, CasError::Corrupt { .. }), "{err}");
         assert!(!out.exists(), "nothing is written from a corrupt blob");
+    }
+
+    #[test]
+    fn adopt_links_without_copying() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let cas = Cas::new(dir.path().join("cas"));
+        let log = dir.path().join("job.log");
+        fs::write(&log, b"output").expect("write");
+        let (digest, _) = cas.adopt(&log).expect("adopt");
+        let a = fs::metadata(&log).expect("log");
+        let b = fs::metadata(cas.path(&digest)).expect("blob");
+        assert_eq!(a.ino(), b.ino(), "same inode: nothing was copied");
+        assert!(a.permissions().readonly());
+        cas.verify(&digest).expect("verifies");
     }
 
     #[test]

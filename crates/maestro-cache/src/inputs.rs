@@ -106,13 +106,17 @@ impl InputIndex {
         // Walk the smallest set of roots: drop any root inside another.
         roots.sort();
         roots.dedup();
+        // Sorted, so an ancestor is kept before its descendants; checking each ancestor
+        // prefix against a set keeps this linear in the number of roots.
+        let mut kept: HashSet<&str> = HashSet::new();
         let mut walk_roots: Vec<String> = Vec::new();
-        for r in roots {
-            let covered = walk_roots
-                .iter()
-                .any(|w| w.is_empty() || r == *w || r.starts_with(&format!("{w}/")));
+        for r in &roots {
+            let covered = kept.contains("")
+                || kept.contains(r.as_str())
+                || r.match_indices('/').any(|(i, _)| kept.contains(&r[..i]));
             if !covered {
-                walk_roots.push(r);
+                kept.insert(r);
+                walk_roots.push(r.clone());
             }
         }
         let mut per_job = vec![Vec::new(); patterns.len()];

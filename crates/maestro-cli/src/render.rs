@@ -72,6 +72,9 @@ pub(crate) struct Console {
     done: usize,
     cached: usize,
     failed: usize,
+    /// Plain lines waiting to be written: one write per 100 ms, not one per job.
+    pending: String,
+    last_flush: std::time::Instant,
 }
 
 impl Console {
@@ -84,14 +87,34 @@ impl Console {
             done: 0,
             cached: 0,
             failed: 0,
+            pending: String::new(),
+            last_flush: std::time::Instant::now(),
         }
     }
 
-    fn line(&self, text: &str) {
+    fn line(&mut self, text: &str) {
         match &self.bar {
             Some(b) => b.println(text),
-            None => eprintln!("{text}"),
+            None => {
+                self.pending.push_str(text);
+                self.pending.push('\n');
+                if self.pending.len() > 16 * 1024
+                    || self.last_flush.elapsed() >= Duration::from_millis(100)
+                {
+                    self.flush();
+                }
+            }
         }
+    }
+
+    /// Writes buffered lines now.
+    pub(crate) fn flush(&mut self) {
+        use std::io::Write as _;
+        if !self.pending.is_empty() {
+            let _ = std::io::stderr().write_all(self.pending.as_bytes());
+            self.pending.clear();
+        }
+        self.last_flush = std::time::Instant::now();
     }
 
     fn update(&self) {
@@ -102,6 +125,7 @@ impl Console {
     }
 
     pub(crate) fn finish(&mut self) {
+        self.flush();
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }

@@ -368,7 +368,31 @@ impl Dispatcher<'_> {
             let mut reason = None;
             if use_cache {
                 if let Some(entry) = self.store.cache_get(&key)? {
-                    self.start_task(id, Task::Restore { key, entry });
+                    if entry.size > INLINE_RESTORE_BYTES {
+                        self.start_task(id, Task::Restore { key, entry });
+                        continue;
+                    }
+                    match restore_blocking(&self.shared, id, &key, &entry, Instant::now()) {
+                        Ok(finished) => {
+                            self.state[id.0] = State::Running;
+                            self.running += 1;
+                            self.on_done(finished);
+                        }
+                        Err(why) => {
+                            let reason = Some(format!(
+                                "cached outputs failed verification ({why}); ran again"
+                            ));
+                            self.start_task(
+                                id,
+                                Task::Execute {
+                                    key,
+                                    ingredients,
+                                    reason,
+                                    store_result: true,
+                                },
+                            );
+                        }
+                    }
                     continue;
                 }
                 reason = Some(self.miss_reason(&job.name, &ingredients));
@@ -577,6 +601,47 @@ fn base_row(job: &Job, key: &str) -> JobRow {
     }
 }
 
+/// Outputs up to this size are restored by the dispatcher itself: for small files a
+/// thread hand-off costs more than the copy.
+const INLINE_RESTORE_BYTES: i64 = 256 * 1024;
+
+/// Restores a hit: verifies and writes every output. The log stays in the blob store and
+/// the job's record points at it (a hit writes no new log file).
+fn restore_blocking(
+    shared: &Shared,
+    id: JobId,
+    key: &str,
+    entry: &CacheEntry,
+    started: Instant,
+) -> Result<Finished, String> {
+    for o in &entry.outputs {
+        shared
+            .cas
+            .restore(&o.digest, &shared.root.join(&o.path), o.executable)
+            .map_err(|err| err.to_string())?;
+    }
+    let log = shared.cas.path(&entry.log_digest);
+    let job = shared.pipeline.graph.job(id);
+    let mut row = base_row(job, key);
+    row.status = "succeeded".into();
+    row.cache = "hit".into();
+    row.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    row.log_path = Some(log.display().to_string());
+    row.artifacts = entry.outputs.clone();
+    let pairs: Vec<(String, String)> = entry
+        .outputs
+        .iter()
+        .map(|o| (o.path.clone(), o.digest.clone()))
+        .collect();
+    Ok(Finished {
+        id,
+        row,
+        downstream: (!pairs.is_empty()).then(|| outputs_digest(&pairs)),
+        cache_put: None,
+        cache_used: Some(key.to_owned()),
+    })
+}
+
 async fn restore(
     shared: &Arc<Shared>,
     id: JobId,
@@ -587,45 +652,13 @@ async fn restore(
     env: Vec<(String, String)>,
 ) -> Finished {
     let started = Instant::now();
-    let job = shared.pipeline.graph.job(id);
-    let mut row = base_row(job, &key);
     let s = Arc::clone(shared);
-    let e = entry.clone();
-    let name = job.name.clone();
-    let restored = tokio::task::spawn_blocking(move || -> Result<PathBuf, String> {
-        for o in &e.outputs {
-            s.cas
-                .restore(&o.digest, &s.root.join(&o.path), o.executable)
-                .map_err(|err| err.to_string())?;
-        }
-        let log = s.logs.join(log_name(&name, 1));
-        s.cas
-            .link(&e.log_digest, &log)
-            .map_err(|err| err.to_string())?;
-        Ok(log)
-    })
-    .await
-    .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
+    let (k, e) = (key.clone(), entry.clone());
+    let restored = tokio::task::spawn_blocking(move || restore_blocking(&s, id, &k, &e, started))
+        .await
+        .unwrap_or_else(|e| Err(format!("restore task failed: {e}")));
     match restored {
-        Ok(log) => {
-            row.status = "succeeded".into();
-            row.cache = "hit".into();
-            row.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
-            row.log_path = Some(log.display().to_string());
-            row.artifacts = entry.outputs.clone();
-            let pairs: Vec<(String, String)> = entry
-                .outputs
-                .iter()
-                .map(|o| (o.path.clone(), o.digest.clone()))
-                .collect();
-            Finished {
-                id,
-                row,
-                downstream: (!pairs.is_empty()).then(|| outputs_digest(&pairs)),
-                cache_put: None,
-                cache_used: Some(key),
-            }
-        }
+        Ok(finished) => finished,
         Err(why) => {
             // Never a stale or corrupt hit: run the job instead, and replace the entry.
             let ingredients: Ingredients =
@@ -813,7 +846,7 @@ async fn execute(
     let collected = tokio::task::spawn_blocking(move || {
         let job = s.pipeline.graph.job(id);
         let outputs = collect_outputs(&s, job)?;
-        let (log_digest, _) = s.cas.put_file(&log).map_err(|e| e.to_string())?;
+        let (log_digest, _) = s.cas.adopt(&log).map_err(|e| e.to_string())?;
         Ok::<_, String>((outputs, log_digest))
     })
     .await
