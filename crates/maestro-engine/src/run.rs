@@ -220,23 +220,9 @@ impl Dispatcher<'_> {
             return;
         }
         let job = self.job(id);
-        let row = JobRow {
-            name: job.name.clone(),
-            gate: job.gate.map(|g| g.as_str().to_owned()),
-            status: status.to_owned(),
-            cache: String::new(),
-            cache_key: None,
-            reason: None,
-            note: Some(reason),
-            started_at_ms: None,
-            duration_ms: 0,
-            exit_code: None,
-            log_path: None,
-            flaky: false,
-            attempts: Vec::new(),
-            artifacts: Vec::new(),
-            tests: Vec::new(),
-        };
+        let mut row = base_row(job, None);
+        row.status = status.to_owned();
+        row.note = Some(reason);
         self.state[id.0] = State::Done;
         self.reporter.event(Event::JobFinished {
             job: self.pipeline.graph.job(id),
@@ -581,16 +567,18 @@ fn job_env(
     env.into_iter().collect()
 }
 
-fn base_row(job: &Job, key: &str) -> JobRow {
+/// A job's record before anything is known of its outcome. `key` is set once the job
+/// reached the cache (then it also gets a start time).
+fn base_row(job: &Job, key: Option<&str>) -> JobRow {
     JobRow {
         name: job.name.clone(),
         gate: job.gate.map(|g| g.as_str().to_owned()),
         status: String::new(),
         cache: String::new(),
-        cache_key: Some(key.to_owned()),
+        cache_key: key.map(str::to_owned),
         reason: None,
         note: None,
-        started_at_ms: Some(now_ms()),
+        started_at_ms: key.map(|_| now_ms()),
         duration_ms: 0,
         exit_code: None,
         log_path: None,
@@ -622,7 +610,7 @@ fn restore_blocking(
     }
     let log = shared.cas.path(&entry.log_digest);
     let job = shared.pipeline.graph.job(id);
-    let mut row = base_row(job, key);
+    let mut row = base_row(job, Some(key));
     row.status = "succeeded".into();
     row.cache = "hit".into();
     row.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
@@ -761,7 +749,7 @@ async fn execute(
     env: Vec<(String, String)>,
 ) -> Finished {
     let job = shared.pipeline.graph.job(id);
-    let mut row = base_row(job, &key);
+    let mut row = base_row(job, Some(&key));
     row.cache = if store_result {
         "miss".into()
     } else {

@@ -492,12 +492,7 @@ fn draft_job(
         check_rel_path(ctx, d, loc, &key("dir"));
     }
 
-    let gate = match own
-        .gate
-        .as_ref()
-        .map(|g| (g, here(g.pos), false))
-        .or_else(|| template.gate.as_ref().map(|g| (g, mloc(g.pos), true)))
-    {
+    let gate = match pick(&own.gate, &template.gate, &here, &mloc) {
         Some((g, loc, m)) => match Gate::parse(&g.value) {
             Some(gate) => Some(gate),
             None => {
@@ -536,12 +531,7 @@ fn draft_job(
         }
     }
 
-    let timeout = match own
-        .timeout
-        .as_ref()
-        .map(|t| (t, here(t.pos), false))
-        .or_else(|| template.timeout.as_ref().map(|t| (t, mloc(t.pos), true)))
-    {
+    let timeout = match pick(&own.timeout, &template.timeout, &here, &mloc) {
         Some((t, loc, m)) => match humantime::parse_duration(&t.value) {
             Ok(d) if d > Duration::ZERO && d <= MAX_TIMEOUT => d,
             Ok(_) => {
@@ -573,12 +563,7 @@ fn draft_job(
         },
         None => DEFAULT_TIMEOUT,
     };
-    let retries = match own
-        .retries
-        .as_ref()
-        .map(|r| (r, here(r.pos), false))
-        .or_else(|| template.retries.as_ref().map(|r| (r, mloc(r.pos), true)))
-    {
+    let retries = match pick(&own.retries, &template.retries, &here, &mloc) {
         Some((r, loc, m)) if r.value > MAX_RETRIES => {
             ctx.diags.push(loc.diag(
                 Diagnostic::new(Code::TooManyRetries, format!("retries: {} is above the bound of {MAX_RETRIES}", r.value))
@@ -590,12 +575,7 @@ fn draft_job(
         Some((r, _, _)) => r.value,
         None => 0,
     };
-    let shard = match own
-        .shard
-        .as_ref()
-        .map(|s| (s, here(s.pos), false))
-        .or_else(|| template.shard.as_ref().map(|s| (s, mloc(s.pos), true)))
-    {
+    let shard = match pick(&own.shard, &template.shard, &here, &mloc) {
         Some((s, loc, m)) if s.value == 0 || s.value > MAX_SHARDS => {
             ctx.diags.push(
                 loc.diag(
@@ -668,6 +648,21 @@ fn draft_job(
         toolchains,
         module: module_label,
     })
+}
+
+/// The caller's value of a field, else the module template's: with where it was written
+/// and whether that is the module file.
+fn pick<'a, T>(
+    own: &'a Option<At<T>>,
+    template: &'a Option<At<T>>,
+    here: &dyn Fn(Option<Pos>) -> Loc,
+    in_module: &dyn Fn(Option<Pos>) -> Loc,
+) -> Option<(&'a At<T>, Loc, bool)> {
+    match (own, template) {
+        (Some(v), _) => Some((v, here(v.pos), false)),
+        (None, Some(v)) => Some((v, in_module(v.pos), true)),
+        (None, None) => None,
+    }
 }
 
 fn clone_job(j: &RawJob) -> RawJob {
