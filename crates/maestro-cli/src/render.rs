@@ -125,10 +125,10 @@ impl Console {
     }
 
     pub(crate) fn finish(&mut self) {
-        self.flush();
         if let Some(b) = self.bar.take() {
             b.finish_and_clear();
         }
+        self.flush();
     }
 }
 
@@ -181,6 +181,7 @@ impl Reporter for Console {
                         .unwrap_or_else(|_| ProgressStyle::default_bar()),
                     );
                     bar.enable_steady_tick(Duration::from_millis(120));
+                    self.flush();
                     self.bar = Some(bar);
                 }
             }
@@ -213,8 +214,8 @@ impl Reporter for Console {
                 }
                 let gate = job.gate.map_or(String::new(), |g| format!(" [{g}]"));
                 let mut text = format!(
-                    "{:>9} {}{}",
-                    paint(self.color, label_color(l), l),
+                    "{} {}{}",
+                    paint(self.color, label_color(l), &format!("{l:>9}")),
                     job.name,
                     paint(self.color, DIM, &gate)
                 );
