@@ -174,6 +174,8 @@ struct Dispatcher<'a> {
     topo_pos: Vec<usize>,
     barrier_wait: Vec<JobId>,
     cancels: HashMap<JobId, watch::Sender<bool>>,
+    /// Why a running job was told to stop, for its record.
+    cancelled_why: HashMap<JobId, String>,
     running: usize,
     red: Option<usize>,
     interrupted: bool,
@@ -277,6 +279,7 @@ impl Dispatcher<'_> {
                 State::Running => {
                     if let Some(c) = self.cancels.get(j) {
                         let _ = c.send(true);
+                        self.cancelled_why.insert(*j, why.clone());
                     }
                 }
                 State::Done => {}
@@ -450,8 +453,15 @@ impl Dispatcher<'_> {
         });
     }
 
-    fn on_done(&mut self, f: Finished) {
+    fn on_done(&mut self, mut f: Finished) {
         let id = f.id;
+        if f.row.status == "cancelled" && f.row.note.is_none() {
+            f.row.note = Some(
+                self.cancelled_why
+                    .remove(&id)
+                    .unwrap_or_else(|| "run interrupted".to_owned()),
+            );
+        }
         self.running -= 1;
         self.cancels.remove(&id);
         self.state[id.0] = State::Done;
@@ -988,6 +998,7 @@ pub async fn run(
         topo_pos,
         barrier_wait: Vec::new(),
         cancels: HashMap::new(),
+        cancelled_why: HashMap::new(),
         running: 0,
         red: None,
         interrupted: false,

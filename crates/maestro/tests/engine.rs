@@ -440,3 +440,34 @@ fn cache_gc_removes_old_entries_and_blobs() {
     );
     assert_eq!(repo.json(&["cache", "stats", "--json"])["entries"], 0);
 }
+
+#[test]
+fn a_red_gate_stops_running_jobs_of_later_gates() {
+    let repo = Repo::new();
+    let status = std::process::Command::new("mkfifo")
+        .arg(repo.path().join("started.fifo"))
+        .status()
+        .expect("mkfifo");
+    assert!(status.success());
+    // `unit` starts speculatively beside `lint`; `lint` fails only once `unit` is running
+    // (it reads unit's pid from the FIFO), so the cancellation hits a live process.
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  lint:\n    gate: lint\n    run: read pid < started.fifo; echo $pid > unit.pid; exit 1\n  unit:\n    gate: unit\n    run: echo $$ > started.fifo; exec sleep 60\n    cache: false\n",
+    );
+    let (code, out) = repo.maestro_run(&["-j", "2", "--grace", "5s"]);
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(job_status(&repo, "lint"), "failed");
+    assert_eq!(job_status(&repo, "unit"), "cancelled");
+    let pid = repo.read("unit.pid").trim().to_owned();
+    assert!(
+        !alive(&pid),
+        "the running unit job ({pid}) must have been stopped"
+    );
+    let attempts = &repo.latest_jobs()["unit"]["attempts"];
+    assert_eq!(attempts[0]["status"], "cancelled");
+    assert_eq!(
+        repo.latest_jobs()["unit"]["note"],
+        "gate lint is red (`lint` failed)"
+    );
+}
