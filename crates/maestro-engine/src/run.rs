@@ -471,6 +471,18 @@ impl Dispatcher<'_> {
         if let Some(k) = f.cache_used {
             self.batch.cache_used.push(k);
         }
+        // A pass on inputs that failed in an earlier run: a flake signal.
+        if f.row.status == "succeeded"
+            && f.row.cache != "hit"
+            && !f.row.flaky
+            && let Some(key) = f.row.cache_key.as_deref()
+            && let Ok(Some(run)) = self.store.failed_with_key(&f.row.name, key, self.run_id)
+        {
+            f.row.flaky = true;
+            f.row.note = Some(format!(
+                "passed on the same inputs that failed in run #{run}"
+            ));
+        }
         let pipeline = Arc::clone(&self.pipeline);
         self.reporter.event(Event::JobFinished {
             job: pipeline.graph.job(id),

@@ -109,6 +109,17 @@ pub trait Store: Send {
     /// # Errors
     /// On database failure.
     fn referenced_blobs(&mut self) -> Result<std::collections::HashSet<String>, StoreError>;
+    /// The latest earlier run in which `job` failed with exactly this cache key (same
+    /// inputs): a later pass on the same key is a flake signal.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn failed_with_key(
+        &mut self,
+        job: &str,
+        key: &str,
+        before_run: i64,
+    ) -> Result<Option<i64>, StoreError>;
     /// The job record of the latest run that ran or restored `job`.
     ///
     /// # Errors

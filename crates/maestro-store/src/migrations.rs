@@ -35,6 +35,7 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (run_id, name)
     );
     CREATE INDEX jobs_by_name ON jobs(name, run_id);
+    CREATE INDEX jobs_by_key ON jobs(cache_key, name);
     CREATE TABLE attempts (
         run_id INTEGER NOT NULL,
         job TEXT NOT NULL,

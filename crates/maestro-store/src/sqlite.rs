@@ -494,6 +494,21 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn failed_with_key(
+        &mut self,
+        job: &str,
+        key: &str,
+        before_run: i64,
+    ) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT MAX(run_id) FROM jobs WHERE cache_key = ?1 AND name = ?2 AND run_id < ?3
+                 AND status IN ('failed', 'timed-out')",
+            )?
+            .query_row(params![key, job, before_run], |r| r.get(0))?)
+    }
+
     fn last_job_record(&mut self, job: &str) -> Result<Option<(i64, JobRow)>, StoreError> {
         let run: Option<i64> = self.conn.query_row(
             "SELECT MAX(run_id) FROM jobs WHERE name = ?1",

@@ -471,3 +471,25 @@ fn a_red_gate_stops_running_jobs_of_later_gates() {
         "gate lint is red (`lint` failed)"
     );
 }
+
+#[test]
+fn a_pass_on_inputs_that_failed_in_an_earlier_run_is_flagged_flaky() {
+    let repo = Repo::new();
+    repo.write("src/x.txt", "same inputs");
+    // Fails the first time it ever runs, passes afterwards: inputs never change.
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  test:\n    gate: unit\n    run: if [ -f .ran ]; then exit 0; else touch .ran; exit 1; fi\n    inputs: [\"src/**\"]\n",
+    );
+    let (code, _) = repo.maestro_run(&[]);
+    assert_eq!(code, 1);
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    let job = &repo.latest_jobs()["test"];
+    assert_eq!(job["flaky"], true);
+    assert_eq!(
+        job["note"],
+        "passed on the same inputs that failed in run #1"
+    );
+    assert!(out.contains("flaky test"), "{out}");
+}
