@@ -787,9 +787,19 @@ async fn execute(
     let mut saw_failure = false;
     for attempt in 1..=job.retries + 1 {
         let log = shared.logs.join(log_name(&job.name, attempt));
-        // Stale reports from an earlier attempt or run must not be read as this one's.
-        for r in &job.reports {
-            let _ = std::fs::remove_file(shared.root.join(r));
+        // Declared outputs and reports are cleared first, so nothing stale from an earlier
+        // attempt or run is read or cached as this attempt's.
+        for p in job.outputs.iter().chain(job.reports.iter()) {
+            let path = shared.root.join(p);
+            match std::fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    let _ = std::fs::remove_dir_all(&path);
+                }
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(_) => {}
+            }
         }
         let _ = tx.send(Msg::Started(id, attempt));
         let attempt_started = now_ms();

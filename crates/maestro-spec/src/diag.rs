@@ -37,11 +37,12 @@ pub enum Code {
     ModuleParam,
     BadExpression,
     UnknownToolchain,
+    OutputConflict,
 }
 
 impl Code {
     /// Every code, for documentation and the stability snapshot.
-    pub const ALL: [Code; 29] = [
+    pub const ALL: [Code; 30] = [
         Code::Io,
         Code::FileTooLarge,
         Code::YamlSyntax,
@@ -71,6 +72,7 @@ impl Code {
         Code::ModuleParam,
         Code::BadExpression,
         Code::UnknownToolchain,
+        Code::OutputConflict,
     ];
 
     /// The kebab-case spelling shown to users (`spec::unknown-need`).
@@ -106,6 +108,7 @@ impl Code {
             Code::ModuleParam => "module-param",
             Code::BadExpression => "bad-expression",
             Code::UnknownToolchain => "unknown-toolchain",
+            Code::OutputConflict => "output-conflict",
         }
     }
 
@@ -142,6 +145,9 @@ impl Code {
             Code::ModuleParam => "a module parameter is unknown, or a required one is missing",
             Code::BadExpression => "a `${{ … }}` expression that cannot be resolved",
             Code::UnknownToolchain => "a job names a toolchain that `toolchains` does not declare",
+            Code::OutputConflict => {
+                "two jobs (or two shards of one job) declare the same output, or one inside the other"
+            }
         }
     }
 }

@@ -36,6 +36,8 @@ impl Loc {
 struct Draft {
     name: String,
     name_loc: Loc,
+    /// Outputs and reports with where they were written, for conflict checks.
+    produced: Vec<(String, Loc)>,
     description: Option<String>,
     run: String,
     gate: Option<Gate>,
@@ -155,6 +157,7 @@ pub fn validate(
             drafts.push(d);
         }
     }
+    check_output_conflicts(&mut ctx, &drafts);
     let graph = build_graph(&mut ctx, drafts, &raw.env, &declared);
     if !ctx.diags.is_empty() {
         return Err(SpecErrors(ctx.diags));
@@ -253,6 +256,90 @@ fn check_rel_path(ctx: &mut Ctx<'_>, path: &str, loc: &Loc, key: &str) -> bool {
         return false;
     }
     true
+}
+
+/// `dist/app/` and `./dist/app` are the same output as `dist/app`.
+fn normalize_output(path: &str) -> String {
+    let p = path.trim_end_matches('/');
+    p.strip_prefix("./").unwrap_or(p).to_owned()
+}
+
+/// An output is deleted before its job runs: it must not be the whole repository or git's
+/// own directory.
+fn check_output_path(ctx: &mut Ctx<'_>, path: &str, loc: &Loc, key: &str) {
+    let n = normalize_output(path);
+    let first = Path::new(&n)
+        .components()
+        .next()
+        .map(|c| c.as_os_str().to_owned());
+    if n.is_empty() || n == "." || first.is_some_and(|c| c == ".git") {
+        ctx.diags.push(loc.diag(
+            Diagnostic::new(Code::BadPath, format!("output `{path}` would be deleted before the job runs"))
+                .hint("declared outputs are cleared before each run of their job: name the files or directory the job writes, e.g. `dist/`"),
+            key,
+        ));
+    }
+}
+
+/// No two jobs may produce the same path or one inside the other, and a sharded job's
+/// outputs must differ per shard.
+fn check_output_conflicts(ctx: &mut Ctx<'_>, drafts: &[Draft]) {
+    let mut owner: HashMap<String, (&str, &Loc, String)> = HashMap::new();
+    let mut all: Vec<(String, &Draft, &Loc)> = Vec::new();
+    for d in drafts {
+        for (p, loc) in &d.produced {
+            if d.shard.is_some_and(|n| n > 1) && !p.contains("${{") {
+                ctx.diags.push(
+                    loc.diag(
+                        Diagnostic::new(
+                            Code::OutputConflict,
+                            format!("every shard of `{}` would write `{p}`", d.name),
+                        )
+                        .hint(
+                            "put the shard in the path, e.g. `reports/unit-${{ shard.index }}.xml`",
+                        ),
+                        format!("jobs.{}", d.name),
+                    ),
+                );
+            }
+            all.push((normalize_output(p), d, loc));
+        }
+    }
+    all.sort_by(|a, b| a.0.cmp(&b.0));
+    for (path, d, loc) in &all {
+        let clash = owner.get(path.as_str()).or_else(|| {
+            path.match_indices('/')
+                .find_map(|(i, _)| owner.get(&path[..i]))
+        });
+        match clash {
+            Some((other, other_loc, other_path)) if *other != d.name => {
+                let message = if other_path == path {
+                    format!("`{}` and `{other}` both produce `{path}`", d.name)
+                } else {
+                    format!(
+                        "`{}` produces `{path}`, inside `{other}`'s output `{other_path}`",
+                        d.name
+                    )
+                };
+                let mut diag = loc.diag(
+                    Diagnostic::new(Code::OutputConflict, message)
+                    .hint("each path is produced by one job; let the other job `needs` it and read it as an upstream output"),
+                    format!("jobs.{}", d.name),
+                );
+                if let Some(p) = other_loc.pos
+                    && other_loc.source.path == loc.source.path
+                {
+                    diag = diag.related(p, format!("`{other}` declares it here"));
+                }
+                ctx.diags.push(diag);
+            }
+            _ => {
+                owner
+                    .entry(path.clone())
+                    .or_insert((d.name.as_str(), loc, path.clone()));
+            }
+        }
+    }
 }
 
 /// Validates a glob pattern the way the engine will compile it.
@@ -483,7 +570,9 @@ fn draft_job(
         }
     }
     for (p, loc) in &outputs {
-        check_rel_path(ctx, p, loc, &key("outputs"));
+        if check_rel_path(ctx, p, loc, &key("outputs")) {
+            check_output_path(ctx, p, loc, &key("outputs"));
+        }
     }
     for (p, loc) in &reports {
         check_rel_path(ctx, p, loc, &key("reports"));
@@ -629,9 +718,11 @@ fn draft_job(
     if ctx.diags.len() > diags_before {
         return None;
     }
+    let produced = outputs.iter().chain(reports.iter()).cloned().collect();
     Some(Draft {
         name,
         name_loc,
+        produced,
         description: own.description.or(template.description),
         run: run?.0,
         gate,

@@ -234,3 +234,11 @@ fn several_problems_are_reported_together() {
 fn empty_file() {
     insta::assert_snapshot!(check("", &[]));
 }
+
+#[test]
+fn output_conflicts_between_jobs_and_shards() {
+    insta::assert_snapshot!(check(
+        "version: 1\njobs:\n  a:\n    run: x\n    outputs: [dist]\n  b:\n    run: y\n    outputs: [dist/app.tar]\n  c:\n    run: z\n    shard: 2\n    reports: [reports/unit.xml]\n  d:\n    run: w\n    outputs: [\"./\"]\n",
+        &[]
+    ));
+}

@@ -493,3 +493,28 @@ fn a_pass_on_inputs_that_failed_in_an_earlier_run_is_flagged_flaky() {
     );
     assert!(out.contains("flaky test"), "{out}");
 }
+
+#[test]
+fn declared_outputs_are_cleared_before_a_job_runs() {
+    let repo = Repo::new();
+    repo.write("mode", "a");
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  gen:\n    run: mkdir -p dist && touch dist/$(cat mode)\n    inputs: [mode]\n    outputs: [dist]\n",
+    );
+    repo.maestro_run(&[]);
+    repo.write("mode", "b");
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(repo.path().join("dist/b").exists());
+    assert!(
+        !repo.path().join("dist/a").exists(),
+        "a stale output must not survive, nor be cached"
+    );
+    let artifacts = &repo.latest_jobs()["gen"]["artifacts"];
+    assert_eq!(
+        artifacts.as_array().expect("artifacts").len(),
+        1,
+        "{artifacts}"
+    );
+}
