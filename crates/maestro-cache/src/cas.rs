@@ -238,23 +238,24 @@ impl Cas {
         Ok(())
     }
 
-    /// Makes `dest` show a blob without copying (hard link), falling back to a copy.
+    /// Makes `dest` (a new path) show a blob without copying: a hard link, which also keeps
+    /// the content alive if the blob is later collected. Falls back to a copy.
     ///
     /// # Errors
-    /// When neither works.
+    /// When the blob is missing or neither a link nor a copy works.
     pub fn link(&self, digest: &str, dest: &Path) -> Result<(), CasError> {
         let src = self.path(digest);
-        if !src.is_file() {
-            return Err(CasError::Missing {
+        match fs::hard_link(&src, dest) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(CasError::Missing {
                 digest: digest.to_owned(),
-            });
+            }),
+            Err(_) => {
+                let _ = fs::remove_file(dest);
+                fs::copy(&src, dest).map_err(io_err("copy", dest))?;
+                Ok(())
+            }
         }
-        let _ = fs::remove_file(dest);
-        if fs::hard_link(&src, dest).is_ok() {
-            return Ok(());
-        }
-        fs::copy(&src, dest).map_err(io_err("copy", dest))?;
-        Ok(())
     }
 
     /// Deletes every blob not in `keep`; returns how many blobs and bytes were removed.

@@ -615,8 +615,8 @@ fn base_row(job: &Job, key: Option<&str>) -> JobRow {
 /// thread hand-off costs more than the copy.
 const INLINE_RESTORE_BYTES: i64 = 256 * 1024;
 
-/// Restores a hit: verifies and writes every output. The log stays in the blob store and
-/// the job's record points at it (a hit writes no new log file).
+/// Restores a hit: verifies and writes every output, and links the cached log into the
+/// run's log directory.
 fn restore_blocking(
     shared: &Shared,
     id: JobId,
@@ -630,8 +630,12 @@ fn restore_blocking(
             .restore(&o.digest, &shared.root.join(&o.path), o.executable)
             .map_err(|err| err.to_string())?;
     }
-    let log = shared.cas.path(&entry.log_digest);
     let job = shared.pipeline.graph.job(id);
+    let log = shared.logs.join(log_name(&job.name, 1));
+    shared
+        .cas
+        .link(&entry.log_digest, &log)
+        .map_err(|err| err.to_string())?;
     let mut row = base_row(job, Some(key));
     row.status = "succeeded".into();
     row.cache = "hit".into();

@@ -518,3 +518,23 @@ fn declared_outputs_are_cleared_before_a_job_runs() {
         "{artifacts}"
     );
 }
+
+#[test]
+fn a_hit_restores_the_log_into_the_run_and_it_survives_gc() {
+    let repo = Repo::new();
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  a:\n    run: echo hello from a\n",
+    );
+    repo.maestro_run(&[]);
+    repo.maestro_run(&[]);
+    let job = &repo.latest_jobs()["a"];
+    assert_eq!(job["cache"], "hit");
+    let log = job["log_path"].as_str().expect("log").to_owned();
+    assert!(log.contains("/runs/2/logs/"), "{log}");
+    repo.run(&["cache", "gc", "--max-age", "0s"]);
+    assert_eq!(
+        fs::read_to_string(&log).expect("log survives gc"),
+        "hello from a\n"
+    );
+}
