@@ -75,7 +75,7 @@ pub(crate) struct RunArgs {
     /// Only these jobs (and what they need).
     pub jobs: Vec<String>,
     /// Jobs running at once. Default: the number of cores.
-    #[arg(long, short = 'j')]
+    #[arg(long = "jobs", short = 'j', value_name = "N")]
     pub parallelism: Option<usize>,
     /// Run every job; ignore cache entries (results are still stored).
     #[arg(long)]

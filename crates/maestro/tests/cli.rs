@@ -88,3 +88,14 @@ fn the_plain_summary_is_stable() {
         insta::assert_snapshot!(out);
     });
 }
+
+#[test]
+fn jobs_flag_is_validated() {
+    let repo = Repo::new();
+    repo.write("maestro.yaml", "version: 1\njobs:\n  a:\n    run: echo a\n");
+    let out = repo.run(&["run", "--jobs", "0"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--jobs must be at least 1"));
+    let (code, _) = repo.maestro_run(&["--jobs", "3"]);
+    assert_eq!(code, 0);
+}
