@@ -366,25 +366,13 @@ impl Dispatcher<'_> {
                             self.state[id.0] = State::Running;
                             self.running += 1;
                             self.on_done(finished);
+                            continue;
                         }
-                        Err(why) => {
-                            let reason = Some(format!(
-                                "cached outputs failed verification ({why}); ran again"
-                            ));
-                            self.start_task(
-                                id,
-                                Task::Execute {
-                                    key,
-                                    ingredients,
-                                    reason,
-                                    store_result: true,
-                                },
-                            );
-                        }
+                        Err(why) => reason = Some(verification_failed(&why)),
                     }
-                    continue;
+                } else {
+                    reason = Some(self.miss_reason(&job.name, &ingredients));
                 }
-                reason = Some(self.miss_reason(&job.name, &ingredients));
             } else if job.cache {
                 reason = Some("cache disabled (--no-cache)".to_owned());
             }
@@ -611,6 +599,11 @@ fn base_row(job: &Job, key: Option<&str>) -> JobRow {
     }
 }
 
+/// Why a hit was run anyway.
+fn verification_failed(why: &str) -> String {
+    format!("cached outputs failed verification ({why}); ran again")
+}
+
 /// Outputs up to this size are restored by the dispatcher itself: for small files a
 /// thread hand-off costs more than the copy.
 const INLINE_RESTORE_BYTES: i64 = 256 * 1024;
@@ -677,9 +670,7 @@ async fn restore(
             // Never a stale or corrupt hit: run the job instead, and replace the entry.
             let ingredients: Ingredients =
                 serde_json::from_str(&entry.ingredients).unwrap_or_default();
-            let reason = Some(format!(
-                "cached outputs failed verification ({why}); ran again"
-            ));
+            let reason = Some(verification_failed(&why));
             execute(shared, id, key, &ingredients, reason, true, tx, cancel, env).await
         }
     }
