@@ -405,9 +405,6 @@ impl Dispatcher<'_> {
             &self.opts.host_env,
             self.run_id,
         );
-        let upstream_key = match &task {
-            Task::Execute { key, .. } | Task::Restore { key, .. } => key.clone(),
-        };
         tokio::spawn(async move {
             let finished = match task {
                 Task::Restore { key, entry } => {
@@ -433,10 +430,6 @@ impl Dispatcher<'_> {
                     .await
                 }
             };
-            let mut finished = finished;
-            if finished.downstream.is_none() && finished.row.status == "succeeded" {
-                finished.downstream = Some(upstream_key);
-            }
             let _ = tx.send(Msg::Done(Box::new(finished)));
         });
     }
@@ -599,6 +592,19 @@ fn base_row(job: &Job, key: Option<&str>) -> JobRow {
     }
 }
 
+/// What a succeeded job's dependents see of it, the same whether it ran or came from the
+/// cache: the digest of its outputs, or its own key when it declares none.
+fn downstream_digest(outputs: &[ArtifactRow], key: &str) -> String {
+    if outputs.is_empty() {
+        return key.to_owned();
+    }
+    let pairs: Vec<(String, String)> = outputs
+        .iter()
+        .map(|o| (o.path.clone(), o.digest.clone()))
+        .collect();
+    outputs_digest(&pairs)
+}
+
 /// Why a hit was run anyway.
 fn verification_failed(why: &str) -> String {
     format!("cached outputs failed verification ({why}); ran again")
@@ -635,15 +641,10 @@ fn restore_blocking(
     row.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
     row.log_path = Some(log.display().to_string());
     row.artifacts = entry.outputs.clone();
-    let pairs: Vec<(String, String)> = entry
-        .outputs
-        .iter()
-        .map(|o| (o.path.clone(), o.digest.clone()))
-        .collect();
     Ok(Finished {
         id,
         row,
-        downstream: (!pairs.is_empty()).then(|| outputs_digest(&pairs)),
+        downstream: Some(downstream_digest(&entry.outputs, key)),
         cache_put: None,
         cache_used: Some(key.to_owned()),
     })
@@ -868,11 +869,7 @@ async fn execute(
     .unwrap_or_else(|e| Err(format!("collecting outputs failed: {e}")));
     match collected {
         Ok((outputs, log_digest)) => {
-            let pairs: Vec<(String, String)> = outputs
-                .iter()
-                .map(|o| (o.path.clone(), o.digest.clone()))
-                .collect();
-            finished.downstream = (!pairs.is_empty()).then(|| outputs_digest(&pairs));
+            finished.downstream = Some(downstream_digest(&outputs, &key));
             if store_result {
                 let now = now_ms();
                 finished.cache_put = Some(CacheEntry {

@@ -538,3 +538,22 @@ fn a_hit_restores_the_log_into_the_run_and_it_survives_gc() {
         "hello from a\n"
     );
 }
+
+#[test]
+fn dependents_of_a_job_without_outputs_are_cached_on_the_second_run() {
+    let repo = Repo::new();
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  check:\n    gate: lint\n    run: echo checked\n  build:\n    gate: unit\n    run: echo built > out.txt\n    needs: [check]\n    outputs: [out.txt]\n",
+    );
+    let (code, _) = repo.maestro_run(&[]);
+    assert_eq!(code, 0);
+    for run in 2..=3 {
+        let (code, out) = repo.maestro_run(&[]);
+        assert_eq!(code, 0, "{out}");
+        assert!(
+            out.contains("0 ran · 2 cached"),
+            "run {run} must be fully cached:\n{out}"
+        );
+    }
+}
