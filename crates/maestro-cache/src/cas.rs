@@ -65,11 +65,6 @@ impl Cas {
         Cas { root }
     }
 
-    #[must_use]
-    pub fn root(&self) -> &Path {
-        &self.root
-    }
-
     /// Where a blob lives.
     #[must_use]
     pub fn path(&self, digest: &str) -> PathBuf {

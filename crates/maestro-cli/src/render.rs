@@ -68,7 +68,6 @@ pub(crate) struct Console {
     output: Output,
     color: bool,
     bar: Option<ProgressBar>,
-    total: usize,
     done: usize,
     cached: usize,
     failed: usize,
@@ -83,7 +82,6 @@ impl Console {
             output,
             color,
             bar: None,
-            total: 0,
             done: 0,
             cached: 0,
             failed: 0,
@@ -163,7 +161,6 @@ impl Reporter for Console {
                 jobs,
                 recovered,
             } => {
-                self.total = jobs;
                 for r in recovered {
                     self.line(&format!("note: run #{r} was left running by a crashed or killed maestro; marked interrupted"));
                 }

@@ -48,7 +48,6 @@ pub struct Summary {
     pub duration: Duration,
     /// The earliest red gate.
     pub red_gate: Option<Gate>,
-    pub logs_dir: PathBuf,
 }
 
 impl Summary {
@@ -174,6 +173,8 @@ struct Dispatcher<'a> {
     topo_pos: Vec<usize>,
     barrier_wait: Vec<JobId>,
     cancels: HashMap<JobId, watch::Sender<bool>>,
+    /// Per priority level: selected jobs that have not (yet) succeeded.
+    unsettled: Vec<usize>,
     /// Why a running job was told to stop, for its record.
     cancelled_why: HashMap<JobId, String>,
     running: usize,
@@ -206,15 +207,7 @@ impl Dispatcher<'_> {
 
     /// A barrier job starts only when every selected job of an earlier priority succeeded.
     fn barrier_open(&self, id: JobId) -> bool {
-        let p = self.priority(id);
-        self.pipeline.graph.jobs().iter().all(|j| {
-            !self.selected[j.id.0]
-                || self.priority(j.id) >= p
-                || (self.state[j.id.0] == State::Done
-                    && self.rows[j.id.0]
-                        .as_ref()
-                        .is_some_and(|r| r.status == "succeeded"))
-        })
+        self.unsettled[..self.priority(id)].iter().all(|n| *n == 0)
     }
 
     fn finish_without_running(&mut self, id: JobId, status: &str, reason: String) {
@@ -472,6 +465,10 @@ impl Dispatcher<'_> {
         let ok = f.row.status == "succeeded";
         self.batch.jobs.push(f.row.clone());
         self.rows[id.0] = Some(f.row);
+        if ok {
+            let level = self.priority(id);
+            self.unsettled[level] -= 1;
+        }
         self.downstream[id.0] = f.downstream;
         if ok {
             for d in pipeline.graph.dependents(id) {
@@ -989,6 +986,10 @@ pub async fn run(
         pipeline: Arc::clone(&pipeline),
     });
     let total = selected.iter().filter(|s| **s).count();
+    let mut unsettled = vec![0usize; Gate::ALL.len() + 1];
+    for j in graph.jobs().iter().filter(|j| selected[j.id.0]) {
+        unsettled[graph.priority(j.id)] += 1;
+    }
     reporter.event(Event::Started {
         run_id,
         pipeline: &pipeline,
@@ -1012,6 +1013,7 @@ pub async fn run(
         topo_pos,
         barrier_wait: Vec::new(),
         cancels: HashMap::new(),
+        unsettled,
         cancelled_why: HashMap::new(),
         running: 0,
         red: None,
@@ -1086,6 +1088,5 @@ pub async fn run(
         jobs,
         duration: started.elapsed(),
         red_gate,
-        logs_dir: logs,
     })
 }

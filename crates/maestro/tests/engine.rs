@@ -557,3 +557,16 @@ fn dependents_of_a_job_without_outputs_are_cached_on_the_second_run() {
         );
     }
 }
+
+#[test]
+fn barrier_jobs_start_once_every_earlier_gate_is_green() {
+    let repo = Repo::new();
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  build:\n    run: echo b\n  lint:\n    gate: lint\n    run: echo l\n  test:\n    gate: unit\n    run: echo t\n    needs: [build]\n  ship:\n    gate: deploy\n    run: echo shipped > shipped\n  ship2:\n    gate: deploy\n    run: echo s2\n    needs: [build]\n",
+    );
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(repo.path().join("shipped").exists());
+    assert_eq!(job_status(&repo, "ship2"), "succeeded");
+}
