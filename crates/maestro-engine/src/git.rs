@@ -1,29 +1,58 @@
 //! Commit and branch of the repository, read from `.git` directly: no `git` subprocess.
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// `(commit, branch)` of the repository containing `root`, when it is a git work tree.
 #[must_use]
 pub fn head(root: &Path) -> (Option<String>, Option<String>) {
+    git_dir(root).map_or((None, None), |git| read_head(&git))
+}
+
+/// The `.git` directory of the work tree containing `root` (following a worktree's or
+/// submodule's `gitdir:` file).
+fn git_dir(root: &Path) -> Option<PathBuf> {
     let mut dir = Some(root);
     while let Some(d) = dir {
         let git = d.join(".git");
         if git.is_dir() {
-            return read_head(&git);
+            return Some(git);
         }
         if git.is_file() {
-            // A worktree or submodule: `gitdir: <path>`.
-            if let Ok(text) = fs::read_to_string(&git)
-                && let Some(p) = text.trim().strip_prefix("gitdir: ")
-            {
-                return read_head(&d.join(p));
-            }
-            return (None, None);
+            let text = fs::read_to_string(&git).ok()?;
+            let p = text.trim().strip_prefix("gitdir: ")?;
+            return Some(d.join(p));
         }
         dir = d.parent();
     }
-    (None, None)
+    None
+}
+
+/// The directory holding shared refs and config (a worktree's `commondir`).
+fn common_dir(git: &Path) -> PathBuf {
+    fs::read_to_string(git.join("commondir"))
+        .ok()
+        .map_or_else(|| git.to_path_buf(), |c| git.join(c.trim()))
+}
+
+/// The URL of the `origin` remote, from the repository's config.
+#[must_use]
+pub fn origin_url(root: &Path) -> Option<String> {
+    let git = git_dir(root)?;
+    let config = fs::read_to_string(common_dir(&git).join("config")).ok()?;
+    let mut in_origin = false;
+    for line in config.lines() {
+        let line = line.trim();
+        if line.starts_with('[') {
+            in_origin = line.replace(' ', "") == "[remote\"origin\"]";
+        } else if in_origin
+            && let Some((k, v)) = line.split_once('=')
+            && k.trim() == "url"
+        {
+            return Some(v.trim().to_owned());
+        }
+    }
+    None
 }
 
 fn read_head(git: &Path) -> (Option<String>, Option<String>) {
@@ -36,9 +65,7 @@ fn read_head(git: &Path) -> (Option<String>, Option<String>) {
     };
     let branch = reference.strip_prefix("refs/heads/").map(str::to_owned);
     // Loose ref, then packed-refs; a worktree keeps refs in the common dir.
-    let common = fs::read_to_string(git.join("commondir"))
-        .ok()
-        .map_or_else(|| git.to_path_buf(), |c| git.join(c.trim()));
+    let common = common_dir(git);
     for base in [git, common.as_path()] {
         if let Ok(sha) = fs::read_to_string(base.join(reference)) {
             return (Some(sha.trim().to_owned()), branch);
@@ -80,6 +107,15 @@ mod tests {
         assert_eq!(
             head(dir.path()),
             (Some("def456".into()), Some("main".into()))
+        );
+        fs::write(
+            git.join("config"),
+            "[core]\n\tbare = false\n[remote \"origin\"]\n\turl = git@example.com:acme/shop.git\n",
+        )
+        .expect("config");
+        assert_eq!(
+            origin_url(dir.path()).as_deref(),
+            Some("git@example.com:acme/shop.git")
         );
         fs::write(git.join("HEAD"), "0123abcd\n").expect("detached");
         assert_eq!(head(dir.path()), (Some("0123abcd".into()), None));

@@ -4,6 +4,7 @@
 //! [`event::Reporter`] and never prints.
 
 pub mod event;
+pub mod evidence;
 pub mod exec;
 pub mod git;
 pub mod junit;

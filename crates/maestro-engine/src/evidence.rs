@@ -1,0 +1,119 @@
+//! SLSA provenance of a pipeline job, from what the run recorded: the job's command,
+//! the digests of every input file and upstream output (its cache-key ingredients), the
+//! source commit, and the run that built it.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use maestro_cache::Ingredients;
+use maestro_sign::provenance::{
+    BuildDefinition, BuildMetadata, Builder, MAESTRO_BUILD_TYPE, Provenance, ResourceDescriptor,
+    RunDetails,
+};
+use maestro_store::{JobRow, RunDetail};
+
+/// Where the build's source came from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Source {
+    /// `git+<remote>@refs/heads/<branch>`, or `git+file://<root>` without a remote.
+    pub uri: String,
+    pub commit: Option<String>,
+}
+
+/// The source of the repository at `root`: its `origin` remote, branch and commit.
+#[must_use]
+pub fn source(root: &Path, commit: Option<&str>, branch: Option<&str>) -> Source {
+    let base = crate::git::origin_url(root).unwrap_or_else(|| format!("file://{}", root.display()));
+    let uri = match branch {
+        Some(b) => format!("git+{base}@refs/heads/{b}"),
+        None => format!("git+{base}"),
+    };
+    Source {
+        uri,
+        commit: commit.map(str::to_owned),
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    jiff::Timestamp::from_millisecond(ms).map_or_else(
+        |_| String::new(),
+        |t| {
+            t.round(jiff::Unit::Second)
+                .map_or_else(|_| t.to_string(), |t| t.to_string())
+        },
+    )
+}
+
+fn sha256(hex: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("sha256".to_owned(), hex.to_owned())])
+}
+
+/// The SLSA Provenance v1 predicate for `job` of run `detail`.
+#[must_use]
+pub fn job_provenance(
+    detail: &RunDetail,
+    job: &JobRow,
+    ingredients: Option<&Ingredients>,
+    source: &Source,
+    builder_id: &str,
+) -> Provenance {
+    let mut source_param = serde_json::json!({ "uri": source.uri });
+    let mut deps = Vec::new();
+    if let Some(commit) = &source.commit {
+        source_param["digest"] = serde_json::json!({ "gitCommit": commit });
+        deps.push(ResourceDescriptor {
+            name: String::new(),
+            uri: source.uri.clone(),
+            digest: BTreeMap::from([("gitCommit".to_owned(), commit.clone())]),
+        });
+    }
+    let mut internal = serde_json::json!({
+        "run": detail.run.id,
+        "cache": job.cache,
+        "cacheKey": job.cache_key,
+    });
+    if let Some(ing) = ingredients {
+        deps.extend(ing.inputs.iter().map(|(path, digest)| ResourceDescriptor {
+            name: path.clone(),
+            uri: String::new(),
+            digest: sha256(digest),
+        }));
+        deps.extend(ing.upstream.iter().map(|(up, digest)| ResourceDescriptor {
+            name: format!("job:{up}"),
+            uri: String::new(),
+            digest: sha256(digest),
+        }));
+        internal["command"] = serde_json::Value::String(ing.command.clone());
+        internal["dir"] = serde_json::Value::String(ing.dir.clone());
+        internal["env"] = serde_json::json!(ing.env.keys().collect::<Vec<_>>());
+        internal["toolchains"] = serde_json::json!(ing.toolchains);
+    }
+    let started = job.started_at_ms.unwrap_or(detail.run.started_at_ms);
+    Provenance {
+        build_definition: BuildDefinition {
+            build_type: MAESTRO_BUILD_TYPE.to_owned(),
+            external_parameters: serde_json::json!({
+                "pipeline": detail.run.pipeline,
+                "job": job.name,
+                "source": source_param,
+            }),
+            internal_parameters: internal,
+            resolved_dependencies: deps,
+        },
+        run_details: RunDetails {
+            builder: Builder {
+                id: builder_id.to_owned(),
+                version: BTreeMap::from([(
+                    "maestro".to_owned(),
+                    env!("CARGO_PKG_VERSION").to_owned(),
+                )]),
+            },
+            metadata: BuildMetadata {
+                invocation_id: format!("maestro-run-{}/{}", detail.run.id, job.name),
+                started_on: rfc3339(started),
+                finished_on: rfc3339(started + job.duration_ms),
+            },
+            byproducts: Vec::new(),
+        },
+    }
+}
