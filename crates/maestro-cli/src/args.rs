@@ -66,6 +66,118 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Signing keys: ECDSA P-256 (cosign-compatible) or Ed25519.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// Sign artifacts: one Sigstore bundle (v0.3 JSON) per artifact.
+    Sign(SignArgs),
+    /// Attest how artifacts were built: SLSA v1 provenance from the run that built them,
+    /// signed in a DSSE envelope inside a Sigstore bundle.
+    Attest(AttestArgs),
+    /// Verify an artifact's signature and, when given, its provenance against a policy.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum KeyAlgorithm {
+    /// ECDSA over NIST P-256 with SHA-256: what cosign generates.
+    EcdsaP256,
+    /// Ed25519.
+    Ed25519,
+}
+
+/// The private key's password comes from MAESTRO_KEY_PASSWORD, else COSIGN_PASSWORD.
+#[derive(Debug, Subcommand)]
+pub(crate) enum KeysCommand {
+    /// Write PREFIX.key (encrypted, mode 0600) and PREFIX.pub.
+    Generate {
+        #[arg(long, value_enum, default_value_t = KeyAlgorithm::EcdsaP256)]
+        algorithm: KeyAlgorithm,
+        #[arg(long, default_value = "maestro")]
+        output_key_prefix: String,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Import a PKCS#8 PEM or cosign private key: writes PREFIX.key (encrypted) and PREFIX.pub.
+    Import {
+        key: PathBuf,
+        #[arg(long, default_value = "imported")]
+        output_key_prefix: String,
+        #[arg(long)]
+        force: bool,
+    },
+    /// Write the private key as unencrypted PKCS#8 PEM (mode 0600), or to stdout.
+    Export {
+        key: PathBuf,
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Print the public key (PEM) and its id.
+    Public { key: PathBuf },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SignArgs {
+    /// Files to sign.
+    #[arg(required = true)]
+    pub artifacts: Vec<PathBuf>,
+    /// Private key file (`maestro keys generate` or cosign's).
+    #[arg(long, env = "MAESTRO_SIGNING_KEY")]
+    pub key: PathBuf,
+    /// Where to write the bundle (one artifact only). Default: ARTIFACT.sigstore.json.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AttestArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// Files built by the job; each is a subject of the statement.
+    #[arg(required = true)]
+    pub artifacts: Vec<PathBuf>,
+    /// Private key file.
+    #[arg(long, env = "MAESTRO_SIGNING_KEY")]
+    pub key: PathBuf,
+    /// The job that built them. Default: the job whose recorded outputs have these digests.
+    #[arg(long)]
+    pub job: Option<String>,
+    /// The run. Default: MAESTRO_RUN_ID inside a pipeline, else the latest run.
+    #[arg(long, env = "MAESTRO_RUN_ID")]
+    pub run: Option<i64>,
+    /// `runDetails.builder.id`: who ran the build (e.g. your CI's URL).
+    #[arg(long, env = "MAESTRO_BUILDER_ID")]
+    pub builder_id: Option<String>,
+    /// Where to write the bundle. Default: FIRST-ARTIFACT.intoto.sigstore.json.
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The file to verify.
+    pub artifact: PathBuf,
+    /// Public key file (PEM).
+    #[arg(long, env = "MAESTRO_VERIFY_KEY")]
+    pub key: PathBuf,
+    /// Signature bundle. Default: ARTIFACT.sigstore.json.
+    #[arg(long)]
+    pub bundle: Option<PathBuf>,
+    /// Attestation bundle. Checked when given, when ARTIFACT.intoto.sigstore.json exists,
+    /// and required when a policy flag is set.
+    #[arg(long)]
+    pub attestation: Option<PathBuf>,
+    /// Require provenance from this builder id.
+    #[arg(long)]
+    pub builder_id: Option<String>,
+    /// Require provenance from this source repository (e.g. github.com/acme/app).
+    #[arg(long)]
+    pub source_uri: Option<String>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -11,6 +11,7 @@ mod args;
 mod cmd_cache;
 mod cmd_run;
 mod cmd_runs;
+mod cmd_sign;
 mod exit;
 mod render;
 mod settings;
@@ -54,6 +55,10 @@ pub fn main() -> ExitCode {
             CacheCommand::Gc { common, max_age } => cmd_cache::gc(&common, &max_age),
             CacheCommand::Explain { common, job, json } => cmd_cache::explain(&common, &job, json),
         },
+        Command::Keys { command } => cmd_sign::keys(&command),
+        Command::Sign(a) => cmd_sign::sign(&a),
+        Command::Attest(a) => cmd_sign::attest(&a),
+        Command::Verify(a) => cmd_sign::verify(&a),
     };
     match result {
         Ok(code) => exit::code(code),

@@ -369,6 +369,15 @@ impl Dispatcher<'_> {
             } else if job.cache {
                 reason = Some("cache disabled (--no-cache)".to_owned());
             }
+            // A job may read its upstream jobs' records (`maestro attest` does): commit
+            // them before it starts.
+            let upstream_pending = job.needs.iter().any(|n| {
+                let name = &pipeline.graph.job(*n).name;
+                self.batch.jobs.iter().any(|r| &r.name == name)
+            });
+            if upstream_pending {
+                self.flush(true)?;
+            }
             self.start_task(
                 id,
                 Task::Execute {
@@ -562,6 +571,10 @@ fn job_env(
         .collect();
     env.extend(job.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     env.insert("MAESTRO".into(), "1".into());
+    // The running maestro, for jobs that call it (`"$MAESTRO_EXE" attest ...`).
+    if let Ok(exe) = std::env::current_exe() {
+        env.insert("MAESTRO_EXE".into(), exe.display().to_string());
+    }
     env.insert("MAESTRO_JOB".into(), job.name.clone());
     env.insert("MAESTRO_RUN_ID".into(), run_id.to_string());
     env.into_iter().collect()

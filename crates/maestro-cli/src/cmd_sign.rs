@@ -1,0 +1,430 @@
+//! `maestro keys|sign|attest|verify`.
+
+use std::path::{Path, PathBuf};
+
+use maestro_sign::bundle::{Bundle, MAX_BUNDLE_BYTES};
+use maestro_sign::dsse::IN_TOTO_PAYLOAD_TYPE;
+use maestro_sign::keys::{MAX_ED25519_MESSAGE, MAX_KEY_FILE};
+use maestro_sign::provenance::{DEFAULT_BUILDER_ID, Statement, subject};
+use maestro_sign::verify::{Artifact, Policy, Verified, verify_attestation, verify_signature};
+use maestro_sign::{Algorithm, PublicKey, SecretKey, SignError};
+use maestro_store::{JobRow, Store as _};
+use zeroize::Zeroizing;
+
+use crate::args::{AttestArgs, KeyAlgorithm, KeysCommand, SignArgs, VerifyArgs};
+use crate::exit::{self, Failure};
+use crate::settings;
+
+const PASSWORD_VARS: [&str; 2] = ["MAESTRO_KEY_PASSWORD", "COSIGN_PASSWORD"];
+
+/// The key password from the environment; `None` when neither variable is set.
+fn password() -> Option<Zeroizing<String>> {
+    PASSWORD_VARS
+        .iter()
+        .find_map(|v| std::env::var(v).ok())
+        .map(Zeroizing::new)
+}
+
+fn sign_failure(err: SignError, what: &Path) -> Failure {
+    let hint = match &err {
+        SignError::PasswordRequired => {
+            "set MAESTRO_KEY_PASSWORD (or COSIGN_PASSWORD) to the key's password".to_owned()
+        }
+        SignError::WrongPassword => {
+            "check MAESTRO_KEY_PASSWORD (or COSIGN_PASSWORD); it takes precedence in that order"
+                .to_owned()
+        }
+        SignError::KeyFormat(_) | SignError::UnsupportedKey(_) => format!(
+            "{} must be a key written by `maestro keys generate`, cosign, or a PKCS#8 PEM",
+            what.display()
+        ),
+        _ => format!("while reading {}", what.display()),
+    };
+    let mut f = Failure::env(err, &hint);
+    f.code = exit::USAGE;
+    f
+}
+
+fn verify_failure(err: &SignError, artifact: &Path) -> Failure {
+    Failure {
+        code: exit::PIPELINE_FAILED,
+        report: miette::miette!(
+            help = "do not deploy this artifact; rebuild and sign it in the pipeline, or check the key and bundle paths",
+            "verification of {} failed: {err}",
+            artifact.display()
+        ),
+    }
+}
+
+fn load_secret(path: &Path) -> Result<SecretKey, Failure> {
+    let pem = maestro_sign::read_limited(path, MAX_KEY_FILE).map_err(|e| sign_failure(e, path))?;
+    let pass = password();
+    SecretKey::from_pem(&pem, pass.as_ref().map(|p| p.as_bytes()))
+        .map_err(|e| sign_failure(e, path))
+}
+
+fn load_public(path: &Path) -> Result<PublicKey, Failure> {
+    let pem = maestro_sign::read_limited(path, MAX_KEY_FILE).map_err(|e| sign_failure(e, path))?;
+    PublicKey::from_pem(&pem).map_err(|e| sign_failure(e, path))
+}
+
+fn write(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Failure> {
+    maestro_sign::write_atomic(path, bytes, mode)
+        .map_err(|e| Failure::env(e, "check that the directory exists and is writable"))
+}
+
+fn refuse_overwrite(paths: &[&Path], force: bool) -> Result<(), Failure> {
+    if force {
+        return Ok(());
+    }
+    if let Some(p) = paths.iter().find(|p| p.exists()) {
+        return Err(Failure::usage(
+            format!("{} already exists", p.display()),
+            "pass --force to replace it, or choose another --output-key-prefix",
+        ));
+    }
+    Ok(())
+}
+
+/// Writes PREFIX.key (encrypted) and PREFIX.pub.
+fn write_key_pair(key: &SecretKey, prefix: &str, force: bool) -> Result<u8, Failure> {
+    let private = PathBuf::from(format!("{prefix}.key"));
+    let public = PathBuf::from(format!("{prefix}.pub"));
+    refuse_overwrite(&[&private, &public], force)?;
+    let Some(pass) = password() else {
+        return Err(Failure::usage(
+            "no password for the private key",
+            "set MAESTRO_KEY_PASSWORD (or COSIGN_PASSWORD); an empty value encrypts with the empty password, as cosign does",
+        ));
+    };
+    let pem = key
+        .to_encrypted_pem(pass.as_bytes())
+        .map_err(|e| sign_failure(e, &private))?;
+    write(&private, pem.as_bytes(), 0o600)?;
+    write(&public, key.public().to_pem().as_bytes(), 0o644)?;
+    println!(
+        "wrote {} (private, encrypted) and {} ({}, key id {})",
+        private.display(),
+        public.display(),
+        key.algorithm(),
+        key.public().key_id()
+    );
+    Ok(exit::OK)
+}
+
+pub(crate) fn keys(command: &KeysCommand) -> Result<u8, Failure> {
+    match command {
+        KeysCommand::Generate {
+            algorithm,
+            output_key_prefix,
+            force,
+        } => {
+            let alg = match algorithm {
+                KeyAlgorithm::EcdsaP256 => Algorithm::EcdsaP256,
+                KeyAlgorithm::Ed25519 => Algorithm::Ed25519,
+            };
+            let key = SecretKey::generate(alg)
+                .map_err(|e| Failure::env(e, "the system's random source is unavailable"))?;
+            write_key_pair(&key, output_key_prefix, *force)
+        }
+        KeysCommand::Import {
+            key,
+            output_key_prefix,
+            force,
+        } => write_key_pair(&load_secret(key)?, output_key_prefix, *force),
+        KeysCommand::Export { key, output } => {
+            let pem = load_secret(key)?
+                .to_pkcs8_pem()
+                .map_err(|e| sign_failure(e, key))?;
+            match output {
+                Some(out) => {
+                    write(out, pem.as_bytes(), 0o600)?;
+                    eprintln!("wrote {} (unencrypted PKCS#8)", out.display());
+                }
+                None => print!("{}", pem.as_str()),
+            }
+            Ok(exit::OK)
+        }
+        KeysCommand::Public { key } => {
+            let public = match load_public(key) {
+                Ok(k) => k,
+                Err(_) => load_secret(key)?.public(),
+            };
+            print!("{}", public.to_pem());
+            eprintln!("{} key id {}", public.algorithm(), public.key_id());
+            Ok(exit::OK)
+        }
+    }
+}
+
+/// An artifact's digest and, when the key needs the whole message, its bytes.
+struct Loaded {
+    path: PathBuf,
+    sha256: [u8; 32],
+    bytes: Option<Vec<u8>>,
+}
+
+fn load_artifact(path: &Path, needs_bytes: bool) -> Result<Loaded, Failure> {
+    let usage = |e: SignError| {
+        let mut f = Failure::env(e, "pass the path of an existing, readable file");
+        f.code = exit::USAGE;
+        f
+    };
+    if !path.is_file() {
+        return Err(Failure::usage(
+            format!("no file at {}", path.display()),
+            "pass the path of the artifact to sign or verify",
+        ));
+    }
+    let (sha256, _) = maestro_sign::sha256_file(path).map_err(usage)?;
+    let bytes = if needs_bytes {
+        Some(maestro_sign::read_limited(path, MAX_ED25519_MESSAGE).map_err(usage)?)
+    } else {
+        None
+    };
+    Ok(Loaded {
+        path: path.to_owned(),
+        sha256,
+        bytes,
+    })
+}
+
+fn suffixed(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+pub(crate) fn sign(args: &SignArgs) -> Result<u8, Failure> {
+    if args.bundle.is_some() && args.artifacts.len() > 1 {
+        return Err(Failure::usage(
+            "--bundle names one file, but several artifacts were given",
+            "drop --bundle to write ARTIFACT.sigstore.json beside each artifact",
+        ));
+    }
+    let key = load_secret(&args.key)?;
+    let needs_bytes = key.algorithm() == Algorithm::Ed25519;
+    for path in &args.artifacts {
+        let a = load_artifact(path, needs_bytes)?;
+        let bundle = Bundle::sign_artifact(&key, &a.sha256, a.bytes.as_deref())
+            .map_err(|e| sign_failure(e, &args.key))?;
+        let out = args
+            .bundle
+            .clone()
+            .unwrap_or_else(|| suffixed(path, ".sigstore.json"));
+        write(&out, bundle.to_json().as_bytes(), 0o644)?;
+        println!(
+            "signed {} sha256:{} -> {}",
+            a.path.display(),
+            hex::encode(a.sha256),
+            out.display()
+        );
+    }
+    Ok(exit::OK)
+}
+
+/// The job of `run` that recorded every artifact among its outputs, or the named job
+/// (which must have recorded them).
+fn building_job<'a>(
+    jobs: &'a [JobRow],
+    named: Option<&str>,
+    digests: &[(String, String)],
+    run: i64,
+) -> Result<&'a JobRow, Failure> {
+    let has_all = |j: &JobRow| {
+        digests
+            .iter()
+            .all(|(_, d)| j.artifacts.iter().any(|a| &a.digest == d))
+    };
+    let found = match named {
+        Some(name) => {
+            let Some(job) = jobs.iter().find(|j| j.name == name) else {
+                return Err(Failure::usage(
+                    format!("run {run} has no job `{name}`"),
+                    format!(
+                        "its jobs: {}",
+                        jobs.iter()
+                            .map(|j| j.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                ));
+            };
+            has_all(job).then_some(job)
+        }
+        None => jobs.iter().find(|j| has_all(j)),
+    };
+    let Some(job) = found else {
+        let list = digests
+            .iter()
+            .map(|(p, d)| format!("{p} (sha256:{d})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(Failure {
+            code: exit::PIPELINE_FAILED,
+            report: miette::miette!(
+                help = "attest only what the pipeline built: declare the file in the job's `outputs`, and attest it before anything modifies it",
+                "{list}: not among the outputs {} recorded in run {run}",
+                named.map_or_else(|| "any job".to_owned(), |n| format!("job `{n}`"))
+            ),
+        });
+    };
+    if job.status != "succeeded" {
+        return Err(Failure {
+            code: exit::PIPELINE_FAILED,
+            report: miette::miette!(
+                help = "only a succeeded job's outputs get provenance",
+                "job `{}` of run {run} {}",
+                job.name,
+                job.status
+            ),
+        });
+    }
+    Ok(job)
+}
+
+pub(crate) fn attest(args: &AttestArgs) -> Result<u8, Failure> {
+    let key = load_secret(&args.key)?;
+    let mut digests = Vec::new();
+    for path in &args.artifacts {
+        let a = load_artifact(path, false)?;
+        digests.push((path.display().to_string(), hex::encode(a.sha256)));
+    }
+    let paths = settings::paths(&args.common);
+    let mut store = crate::open_store(&paths)?;
+    let env = |e| Failure::env(e, "the store is .maestro/store.db");
+    let run = match args.run {
+        Some(r) => r,
+        None => store.latest_run().map_err(env)?.ok_or_else(|| {
+            Failure::usage(
+                "no run recorded yet",
+                "`maestro run` builds the artifacts first",
+            )
+        })?,
+    };
+    let detail = store.run_detail(run).map_err(env)?;
+    let job = building_job(&detail.jobs, args.job.as_deref(), &digests, run)?;
+    let ingredients = match &job.cache_key {
+        Some(k) => store
+            .cache_get(k)
+            .map_err(env)?
+            .and_then(|e| serde_json::from_str::<maestro_cache::Ingredients>(&e.ingredients).ok()),
+        None => None,
+    };
+    let root = Path::new(&detail.root);
+    let source = maestro_engine::evidence::source(
+        root,
+        detail.run.commit.as_deref(),
+        detail.run.branch.as_deref(),
+    );
+    let builder = args.builder_id.as_deref().unwrap_or(DEFAULT_BUILDER_ID);
+    let provenance = maestro_engine::evidence::job_provenance(
+        &detail,
+        job,
+        ingredients.as_ref(),
+        &source,
+        builder,
+    );
+    let subjects = args
+        .artifacts
+        .iter()
+        .zip(&digests)
+        .map(|(p, (_, d))| {
+            let name = p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            subject(&name, d)
+        })
+        .collect();
+    let statement = Statement::slsa(subjects, &provenance);
+    let payload = serde_json::to_vec(&statement).unwrap_or_default();
+    let bundle = Bundle::sign_envelope(&key, IN_TOTO_PAYLOAD_TYPE, &payload)
+        .map_err(|e| sign_failure(e, &args.key))?;
+    let out = args
+        .output
+        .clone()
+        .unwrap_or_else(|| suffixed(&args.artifacts[0], ".intoto.sigstore.json"));
+    write(&out, bundle.to_json().as_bytes(), 0o644)?;
+    println!(
+        "attested {} artifact(s) built by job `{}` of run {run} -> {}",
+        args.artifacts.len(),
+        job.name,
+        out.display()
+    );
+    Ok(exit::OK)
+}
+
+fn read_bundle(path: &Path, what: &str, artifact: &Path) -> Result<Vec<u8>, Failure> {
+    if !path.is_file() {
+        return Err(verify_failure(
+            &SignError::Bundle(format!("no {what} at {}", path.display())),
+            artifact,
+        ));
+    }
+    maestro_sign::read_limited(path, MAX_BUNDLE_BYTES).map_err(|e| verify_failure(&e, artifact))
+}
+
+pub(crate) fn verify(args: &VerifyArgs) -> Result<u8, Failure> {
+    let key = load_public(&args.key)?;
+    let loaded = load_artifact(&args.artifact, key.algorithm() == Algorithm::Ed25519)?;
+    let name = args.artifact.display().to_string();
+    let artifact = Artifact {
+        name: &name,
+        sha256: loaded.sha256,
+        bytes: loaded.bytes.as_deref(),
+    };
+    let bundle_path = args
+        .bundle
+        .clone()
+        .unwrap_or_else(|| suffixed(&args.artifact, ".sigstore.json"));
+    let bundle = read_bundle(&bundle_path, "signature bundle", &args.artifact)?;
+    let mut results: Vec<Verified> = vec![
+        verify_signature(&bundle, &artifact, &key)
+            .map_err(|e| verify_failure(&e, &args.artifact))?,
+    ];
+    let policy = Policy {
+        builder_id: args.builder_id.clone(),
+        source_uri: args.source_uri.clone(),
+        predicate_type: None,
+    };
+    let default_att = suffixed(&args.artifact, ".intoto.sigstore.json");
+    let att_path = match &args.attestation {
+        Some(p) => Some(p.clone()),
+        None if default_att.is_file()
+            || policy.builder_id.is_some()
+            || policy.source_uri.is_some() =>
+        {
+            Some(default_att)
+        }
+        None => None,
+    };
+    if let Some(att) = att_path {
+        let bytes = read_bundle(&att, "attestation", &args.artifact)?;
+        let (v, _) = verify_attestation(&bytes, &artifact, &key, &policy)
+            .map_err(|e| verify_failure(&e, &args.artifact))?;
+        results.push(v);
+    }
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    for v in &results {
+        let what = match (&v.predicate_type, &v.builder_id) {
+            (Some(_), Some(b)) => format!("provenance: built by {b}"),
+            (Some(t), None) => format!("attestation: {t}"),
+            _ => "signature".to_owned(),
+        };
+        println!(
+            "ok {what}: {} sha256:{} ({} key {})",
+            v.artifact,
+            v.sha256,
+            v.algorithm,
+            &v.key_id[..16.min(v.key_id.len())]
+        );
+    }
+    Ok(exit::OK)
+}
