@@ -78,6 +78,35 @@ pub(crate) enum Command {
     Attest(AttestArgs),
     /// Verify an artifact's signature and, when given, its provenance against a policy.
     Verify(VerifyArgs),
+    /// Software bill of materials from lockfiles: CycloneDX 1.6 or SPDX 2.3 JSON.
+    Sbom(SbomArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub(crate) enum SbomFormat {
+    /// CycloneDX 1.6 JSON.
+    Cyclonedx,
+    /// SPDX 2.3 JSON.
+    Spdx,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SbomArgs {
+    /// Lockfiles (Cargo.lock, package-lock.json, npm-shrinkwrap.json, requirements*.txt,
+    /// poetry.lock, go.sum) or directories holding them. Default: the current directory.
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = SbomFormat::Cyclonedx)]
+    pub format: SbomFormat,
+    /// Write the document here (atomically) instead of to standard output.
+    #[arg(long, short)]
+    pub output: Option<PathBuf>,
+    /// Name of what the SBOM describes. Default: the project's own package, else the
+    /// directory's name.
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Leave out development-only components (npm devDependencies, poetry dev groups).
+    #[arg(long)]
+    pub no_dev: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -11,6 +11,7 @@ mod args;
 mod cmd_cache;
 mod cmd_run;
 mod cmd_runs;
+mod cmd_sbom;
 mod cmd_sign;
 mod exit;
 mod render;
@@ -59,6 +60,7 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => cmd_sign::sign(&a),
         Command::Attest(a) => cmd_sign::attest(&a),
         Command::Verify(a) => cmd_sign::verify(&a),
+        Command::Sbom(a) => cmd_sbom::sbom(&a),
     };
     match result {
         Ok(code) => exit::code(code),
