@@ -80,6 +80,51 @@ pub(crate) enum Command {
     Verify(VerifyArgs),
     /// Software bill of materials from lockfiles: CycloneDX 1.6 or SPDX 2.3 JSON.
     Sbom(SbomArgs),
+    /// Known vulnerabilities: lockfiles against OSV advisories in a local directory.
+    Sca(ScaArgs),
+    /// License policy: each package's declared SPDX expression against allow/deny lists.
+    Licenses(LicensesArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ScaArgs {
+    /// Lockfiles or directories holding them. Default: the current directory.
+    pub paths: Vec<PathBuf>,
+    /// Directory of OSV advisories (*.json, searched recursively): an OSV export,
+    /// RustSec's OSV branch, GitHub's advisory database.
+    #[arg(long, env = "MAESTRO_OSV_DB")]
+    pub db: PathBuf,
+    /// Policy file. Default: maestro-policy.toml in the current directory, if present.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Fail on findings at or above this severity: none, low, medium, high, critical
+    /// (overrides the policy file; default low).
+    #[arg(long)]
+    pub fail_on: Option<String>,
+    /// Refuse a database whose newest advisory is older than this (7d, 36h).
+    #[arg(long)]
+    pub max_db_age: Option<String>,
+    /// Machine-readable report on standard output.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct LicensesArgs {
+    /// Lockfiles or directories holding them. Default: the current directory.
+    pub paths: Vec<PathBuf>,
+    /// Policy file. Default: maestro-policy.toml in the current directory, if present.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Allowed license (SPDX id, optionally `WITH` an exception); adds to the policy file.
+    #[arg(long)]
+    pub allow: Vec<String>,
+    /// Denied license; adds to the policy file.
+    #[arg(long)]
+    pub deny: Vec<String>,
+    /// Machine-readable report on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -12,6 +12,7 @@ mod cmd_cache;
 mod cmd_run;
 mod cmd_runs;
 mod cmd_sbom;
+mod cmd_sca;
 mod cmd_sign;
 mod exit;
 mod render;
@@ -61,6 +62,8 @@ pub fn main() -> ExitCode {
         Command::Attest(a) => cmd_sign::attest(&a),
         Command::Verify(a) => cmd_sign::verify(&a),
         Command::Sbom(a) => cmd_sbom::sbom(&a),
+        Command::Sca(a) => cmd_sca::sca(&a),
+        Command::Licenses(a) => cmd_sca::licenses(&a),
     };
     match result {
         Ok(code) => exit::code(code),

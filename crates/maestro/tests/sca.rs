@@ -1,0 +1,150 @@
+//! `maestro sca` and `maestro licenses` end to end.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{Repo, copy_dir};
+
+fn osv_db() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../maestro-sca/tests/data/osv")
+}
+
+fn poetry_repo() -> Repo {
+    let repo = Repo::new();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../maestro-sbom/tests/data/poetry"),
+        repo.path(),
+    );
+    repo
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn sca_fails_at_the_threshold_and_shows_the_database_age() {
+    let repo = poetry_repo();
+    let db = osv_db();
+    let db = db.to_str().expect("utf-8 path");
+    let out = repo.run(&[
+        "sca",
+        "--db",
+        db,
+        "--fail-on",
+        "medium",
+        "--max-db-age",
+        "100000d",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL     pkg:pypi/requests@2.31.0 GHSA-9wx4-h78v-vm56"),
+        "{t}"
+    );
+    assert!(t.contains("fixed in 2.32.0"), "{t}");
+    assert!(t.contains("newest change 2024-11-20"), "{t}");
+    assert!(t.contains("skipped"), "{t}");
+
+    let out = repo.run(&["sca", "--db", db, "--fail-on", "none"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    let out = repo.run(&["sca", "--db", db, "--fail-on", "none", "--max-db-age", "7d"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out).contains("over max-db-age = \"7d\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn sca_policy_file_allow_list_and_json() {
+    let repo = poetry_repo();
+    repo.write(
+        "maestro-policy.toml",
+        "[advisories]\nfail-on = \"low\"\nunknown-severity = \"warn\"\n\n[[advisories.ignore]]\nid = \"CVE-2024-35195\"\nreason = \"verify is never disabled\"\nuntil = 2999-01-01\n\n[[advisories.ignore]]\nid = \"GHSA-jjg7-2v4v-x38h\"\nreason = \"r\"\nuntil = 2999-01-01\n\n[[advisories.ignore]]\nid = \"GHSA-34jh-p97f-mpxf\"\nreason = \"r\"\nuntil = 2999-01-01\n",
+    );
+    let db = osv_db();
+    let report = repo.json(&["sca", "--db", db.to_str().expect("utf-8"), "--json"]);
+    assert_eq!(report["passed"], true, "{report:#}");
+    let req = report["findings"]
+        .as_array()
+        .expect("findings")
+        .iter()
+        .find(|f| f["name"] == "requests")
+        .expect("requests");
+    assert_eq!(req["status"], "allowed");
+    assert_eq!(req["allowed"]["reason"], "verify is never disabled");
+    assert_eq!(
+        report["database"]["skipped"]
+            .as_array()
+            .expect("skipped")
+            .len(),
+        2
+    );
+
+    repo.write(
+        "maestro-policy.toml",
+        "[advisories]\nfail-on = \"severe\"\n",
+    );
+    let out = repo.run(&["sca", "--db", db.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("maestro-policy.toml:2: fail-on = \"severe\""),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn sca_without_a_database_is_an_environment_error() {
+    let repo = poetry_repo();
+    let out = repo.run(&["sca", "--db", "nowhere"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("nowhere"), "{}", text(&out));
+    let empty = repo.path().join("empty");
+    std::fs::create_dir(&empty).expect("mkdir");
+    let out = repo.run(&["sca", "--db", "empty"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(text(&out).contains("no OSV advisories"), "{}", text(&out));
+}
+
+#[test]
+fn licenses_name_the_package_and_the_license() {
+    let repo = Repo::new();
+    copy_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../maestro-sbom/tests/data/npm"),
+        repo.path(),
+    );
+    let out = repo.run(&[
+        "licenses",
+        "--allow",
+        "MIT",
+        "--allow",
+        "Apache-2.0",
+        "--allow",
+        "ISC",
+    ]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL     pkg:npm/left-pad@1.3.0 · WTFPL: WTFPL is not allowed"),
+        "{t}"
+    );
+    let out = repo.run(&["licenses", "--deny", "WTFPL", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["passed"], false);
+    assert_eq!(v["issues"][0]["message"], "WTFPL: WTFPL is denied");
+    let out = repo.run(&["licenses"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = repo.run(&["licenses", "--allow", "Apache 2"]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = repo.run(&["licenses", "--deny", "GPL-3.0-only"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
