@@ -84,6 +84,34 @@ pub(crate) enum Command {
     Sca(ScaArgs),
     /// License policy: each package's declared SPDX expression against allow/deny lists.
     Licenses(LicensesArgs),
+    /// Secrets in files (and, with --git, in every commit), with gitleaks-format rules.
+    Secrets(SecretsArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SecretsArgs {
+    /// File or directory to scan (with --git: the repository). Default: the current directory.
+    #[arg(default_value = ".")]
+    pub path: PathBuf,
+    /// Scan git history instead: every line added by any commit reachable from any ref.
+    #[arg(long)]
+    pub git: bool,
+    /// gitleaks configuration. Default: $GITLEAKS_CONFIG, $GITLEAKS_CONFIG_TOML,
+    /// PATH/.gitleaks.toml, else Maestro's default rules.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Skip files larger than this many MiB.
+    #[arg(long, default_value_t = 16)]
+    pub max_file_mib: u64,
+    /// Threads for a tree scan. Default: the number of cores.
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Also scan files that .gitignore ignores.
+    #[arg(long)]
+    pub no_ignore: bool,
+    /// Findings as JSON (gitleaks' report fields, redacted) on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

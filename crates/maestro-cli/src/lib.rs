@@ -13,6 +13,7 @@ mod cmd_run;
 mod cmd_runs;
 mod cmd_sbom;
 mod cmd_sca;
+mod cmd_secrets;
 mod cmd_sign;
 mod exit;
 mod render;
@@ -64,6 +65,7 @@ pub fn main() -> ExitCode {
         Command::Sbom(a) => cmd_sbom::sbom(&a),
         Command::Sca(a) => cmd_sca::sca(&a),
         Command::Licenses(a) => cmd_sca::licenses(&a),
+        Command::Secrets(a) => cmd_secrets::secrets(&a),
     };
     match result {
         Ok(code) => exit::code(code),
