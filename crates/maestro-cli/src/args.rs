@@ -202,6 +202,9 @@ pub(crate) enum KeysCommand {
         /// Replace existing files.
         #[arg(long)]
         force: bool,
+        /// Do nothing when PREFIX.key already exists (for a pipeline's development key).
+        #[arg(long, conflicts_with = "force")]
+        if_missing: bool,
     },
     /// Import a PKCS#8 PEM or cosign private key: writes PREFIX.key (encrypted) and PREFIX.pub.
     Import {
@@ -253,7 +256,13 @@ pub(crate) struct AttestArgs {
     /// `runDetails.builder.id`: who ran the build (e.g. your CI's URL).
     #[arg(long, env = "MAESTRO_BUILDER_ID")]
     pub builder_id: Option<String>,
-    /// Where to write the bundle. Default: FIRST-ARTIFACT.intoto.sigstore.json.
+    /// Attest this SBOM (CycloneDX or SPDX JSON) about the artifacts instead of their
+    /// provenance: an in-toto statement whose predicate is the document, as `cosign attest
+    /// --type cyclonedx|spdxjson` writes. Needs no run.
+    #[arg(long, value_name = "FILE")]
+    pub sbom: Option<PathBuf>,
+    /// Where to write the bundle. Default: beside every artifact,
+    /// ARTIFACT.intoto.sigstore.json (ARTIFACT.sbom.sigstore.json with --sbom).
     #[arg(long)]
     pub output: Option<PathBuf>,
 }
@@ -262,16 +271,29 @@ pub(crate) struct AttestArgs {
 pub(crate) struct VerifyArgs {
     /// The file to verify.
     pub artifact: PathBuf,
-    /// Public key file (PEM).
-    #[arg(long, env = "MAESTRO_VERIFY_KEY")]
-    pub key: PathBuf,
+    /// Trusted public key file (PEM); repeat for several. A bundle verifies when one of
+    /// them accepts it.
+    #[arg(
+        long,
+        env = "MAESTRO_VERIFY_KEY",
+        value_delimiter = ',',
+        required = true
+    )]
+    pub key: Vec<PathBuf>,
+    /// Evidence that must be present and valid: signature, provenance, sbom (comma
+    /// separated). Default: the signature; provenance and SBOM when their bundles exist
+    /// (provenance also when a policy flag is set).
+    #[arg(long, value_delimiter = ',', value_name = "KIND")]
+    pub require: Vec<String>,
     /// Signature bundle. Default: ARTIFACT.sigstore.json.
     #[arg(long)]
     pub bundle: Option<PathBuf>,
-    /// Attestation bundle. Checked when given, when ARTIFACT.intoto.sigstore.json exists,
-    /// and required when a policy flag is set.
+    /// Provenance bundle. Default: ARTIFACT.intoto.sigstore.json.
     #[arg(long)]
     pub attestation: Option<PathBuf>,
+    /// SBOM attestation bundle. Default: ARTIFACT.sbom.sigstore.json.
+    #[arg(long)]
+    pub sbom_bundle: Option<PathBuf>,
     /// Require provenance from this builder id.
     #[arg(long)]
     pub builder_id: Option<String>,

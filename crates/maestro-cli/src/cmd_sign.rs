@@ -2,11 +2,12 @@
 
 use std::path::{Path, PathBuf};
 
-use maestro_sign::bundle::{Bundle, MAX_BUNDLE_BYTES};
+use maestro_sign::bundle::Bundle;
 use maestro_sign::dsse::IN_TOTO_PAYLOAD_TYPE;
+use maestro_sign::evidence::{self, Kind, Outcome, Trust, Wanted};
 use maestro_sign::keys::{MAX_ED25519_MESSAGE, MAX_KEY_FILE};
-use maestro_sign::provenance::{DEFAULT_BUILDER_ID, Statement, subject};
-use maestro_sign::verify::{Artifact, Policy, Verified, verify_attestation, verify_signature};
+use maestro_sign::provenance::{DEFAULT_BUILDER_ID, ResourceDescriptor, Statement, subject};
+use maestro_sign::verify::Policy;
 use maestro_sign::{Algorithm, PublicKey, SecretKey, SignError};
 use maestro_store::{JobRow, Store as _};
 use zeroize::Zeroizing;
@@ -91,6 +92,17 @@ fn write_key_pair(key: &SecretKey, prefix: &str, force: bool) -> Result<u8, Fail
     let private = PathBuf::from(format!("{prefix}.key"));
     let public = PathBuf::from(format!("{prefix}.pub"));
     refuse_overwrite(&[&private, &public], force)?;
+    if let Some(dir) = private.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Failure::env(
+                e,
+                &format!(
+                    "cannot create {}; choose a writable --output-key-prefix",
+                    dir.display()
+                ),
+            )
+        })?;
+    }
     let Some(pass) = password() else {
         return Err(Failure::usage(
             "no password for the private key",
@@ -118,7 +130,13 @@ pub(crate) fn keys(command: &KeysCommand) -> Result<u8, Failure> {
             algorithm,
             output_key_prefix,
             force,
+            if_missing,
         } => {
+            let existing = PathBuf::from(format!("{output_key_prefix}.key"));
+            if *if_missing && existing.is_file() {
+                eprintln!("{} exists; keeping it", existing.display());
+                return Ok(exit::OK);
+            }
             let alg = match algorithm {
                 KeyAlgorithm::EcdsaP256 => Algorithm::EcdsaP256,
                 KeyAlgorithm::Ed25519 => Algorithm::Ed25519,
@@ -283,12 +301,107 @@ fn building_job<'a>(
     Ok(job)
 }
 
+/// The largest SBOM attested: its base64 in a bundle stays under the bundle limit.
+const MAX_SBOM_BYTES: u64 = 11 * 1024 * 1024;
+
+/// The statement's subjects: each artifact's file name and sha256.
+fn subjects(artifacts: &[PathBuf], digests: &[(String, String)]) -> Vec<ResourceDescriptor> {
+    artifacts
+        .iter()
+        .zip(digests)
+        .map(|(p, (_, d))| {
+            let name = p.file_name().map_or_else(
+                || p.display().to_string(),
+                |n| n.to_string_lossy().into_owned(),
+            );
+            subject(&name, d)
+        })
+        .collect()
+}
+
+/// Signs `statement` and writes the bundle to `output`, or beside every artifact.
+fn write_statement(
+    key: &SecretKey,
+    key_path: &Path,
+    statement: &Statement,
+    artifacts: &[PathBuf],
+    output: Option<&Path>,
+    kind: Kind,
+) -> Result<Vec<PathBuf>, Failure> {
+    let payload = serde_json::to_vec(statement).unwrap_or_default();
+    let bundle = Bundle::sign_envelope(key, IN_TOTO_PAYLOAD_TYPE, &payload)
+        .map_err(|e| sign_failure(e, key_path))?;
+    let json = bundle.to_json();
+    let outs: Vec<PathBuf> = match output {
+        Some(o) => vec![o.to_owned()],
+        None => artifacts.iter().map(|a| kind.bundle_path(a)).collect(),
+    };
+    for out in &outs {
+        write(out, json.as_bytes(), 0o644)?;
+    }
+    Ok(outs)
+}
+
+fn shown(paths: &[PathBuf]) -> String {
+    paths
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn attest_sbom(
+    args: &AttestArgs,
+    sbom: &Path,
+    key: &SecretKey,
+    digests: &[(String, String)],
+) -> Result<u8, Failure> {
+    let bytes = maestro_sign::read_limited(sbom, MAX_SBOM_BYTES).map_err(|e| {
+        Failure::usage(
+            e.to_string(),
+            "pass the SBOM `maestro sbom` wrote (at most 11 MiB)",
+        )
+    })?;
+    let document: serde_json::Value = serde_json::from_slice(&bytes).map_err(|e| {
+        Failure::usage(
+            format!("{}: not JSON: {e}", sbom.display()),
+            "pass a CycloneDX or SPDX JSON document, e.g. from `maestro sbom`",
+        )
+    })?;
+    let statement = evidence::sbom_statement(subjects(&args.artifacts, digests), document)
+        .map_err(|e| {
+            Failure::usage(
+                format!("{}: {e}", sbom.display()),
+                "pass a CycloneDX or SPDX JSON document, e.g. from `maestro sbom`",
+            )
+        })?;
+    let outs = write_statement(
+        key,
+        &args.key,
+        &statement,
+        &args.artifacts,
+        args.output.as_deref(),
+        Kind::Sbom,
+    )?;
+    println!(
+        "attested the SBOM {} ({}) of {} artifact(s) -> {}",
+        sbom.display(),
+        statement.predicate_type,
+        args.artifacts.len(),
+        shown(&outs)
+    );
+    Ok(exit::OK)
+}
+
 pub(crate) fn attest(args: &AttestArgs) -> Result<u8, Failure> {
     let key = load_secret(&args.key)?;
     let mut digests = Vec::new();
     for path in &args.artifacts {
         let a = load_artifact(path, false)?;
         digests.push((path.display().to_string(), hex::encode(a.sha256)));
+    }
+    if let Some(sbom) = &args.sbom {
+        return attest_sbom(args, sbom, &key, &digests);
     }
     let paths = settings::paths(&args.common);
     let mut store = crate::open_store(&paths)?;
@@ -325,106 +438,103 @@ pub(crate) fn attest(args: &AttestArgs) -> Result<u8, Failure> {
         &source,
         builder,
     );
-    let subjects = args
-        .artifacts
-        .iter()
-        .zip(&digests)
-        .map(|(p, (_, d))| {
-            let name = p.file_name().map_or_else(
-                || p.display().to_string(),
-                |n| n.to_string_lossy().into_owned(),
-            );
-            subject(&name, d)
-        })
-        .collect();
-    let statement = Statement::slsa(subjects, &provenance);
-    let payload = serde_json::to_vec(&statement).unwrap_or_default();
-    let bundle = Bundle::sign_envelope(&key, IN_TOTO_PAYLOAD_TYPE, &payload)
-        .map_err(|e| sign_failure(e, &args.key))?;
-    let out = args
-        .output
-        .clone()
-        .unwrap_or_else(|| suffixed(&args.artifacts[0], ".intoto.sigstore.json"));
-    write(&out, bundle.to_json().as_bytes(), 0o644)?;
+    let statement = Statement::slsa(subjects(&args.artifacts, &digests), &provenance);
+    let outs = write_statement(
+        &key,
+        &args.key,
+        &statement,
+        &args.artifacts,
+        args.output.as_deref(),
+        Kind::Provenance,
+    )?;
     println!(
         "attested {} artifact(s) built by job `{}` of run {run} -> {}",
         args.artifacts.len(),
         job.name,
-        out.display()
+        shown(&outs)
     );
     Ok(exit::OK)
 }
 
-fn read_bundle(path: &Path, what: &str, artifact: &Path) -> Result<Vec<u8>, Failure> {
-    if !path.is_file() {
-        return Err(verify_failure(
-            &SignError::Bundle(format!("no {what} at {}", path.display())),
-            artifact,
-        ));
-    }
-    maestro_sign::read_limited(path, MAX_BUNDLE_BYTES).map_err(|e| verify_failure(&e, artifact))
-}
-
 pub(crate) fn verify(args: &VerifyArgs) -> Result<u8, Failure> {
-    let key = load_public(&args.key)?;
-    let loaded = load_artifact(&args.artifact, key.algorithm() == Algorithm::Ed25519)?;
-    let name = args.artifact.display().to_string();
-    let artifact = Artifact {
-        name: &name,
-        sha256: loaded.sha256,
-        bytes: loaded.bytes.as_deref(),
-    };
-    let bundle_path = args
-        .bundle
-        .clone()
-        .unwrap_or_else(|| suffixed(&args.artifact, ".sigstore.json"));
-    let bundle = read_bundle(&bundle_path, "signature bundle", &args.artifact)?;
-    let mut results: Vec<Verified> = vec![
-        verify_signature(&bundle, &artifact, &key)
-            .map_err(|e| verify_failure(&e, &args.artifact))?,
-    ];
+    let keys = args
+        .key
+        .iter()
+        .map(|k| load_public(k))
+        .collect::<Result<Vec<_>, _>>()?;
+    load_artifact(&args.artifact, false)?;
+    let mut required = Vec::new();
+    for r in &args.require {
+        required.push(
+            Kind::parse(r)
+                .map_err(|e| Failure::usage(e, "e.g. --require signature,provenance,sbom"))?,
+        );
+    }
     let policy = Policy {
         builder_id: args.builder_id.clone(),
         source_uri: args.source_uri.clone(),
         predicate_type: None,
     };
-    let default_att = suffixed(&args.artifact, ".intoto.sigstore.json");
-    let att_path = match &args.attestation {
-        Some(p) => Some(p.clone()),
-        None if default_att.is_file()
-            || policy.builder_id.is_some()
-            || policy.source_uri.is_some() =>
-        {
-            Some(default_att)
-        }
-        None => None,
+    let policy_set = policy.builder_id.is_some() || policy.source_uri.is_some();
+    let explicit = |k: Kind| match k {
+        Kind::Signature => args.bundle.clone(),
+        Kind::Provenance => args.attestation.clone(),
+        Kind::Sbom => args.sbom_bundle.clone(),
     };
-    if let Some(att) = att_path {
-        let bytes = read_bundle(&att, "attestation", &args.artifact)?;
-        let (v, _) = verify_attestation(&bytes, &artifact, &key, &policy)
-            .map_err(|e| verify_failure(&e, &args.artifact))?;
-        results.push(v);
-    }
+    let wanted: Vec<Wanted> = Kind::ALL
+        .iter()
+        .map(|&kind| {
+            let given = explicit(kind);
+            let required = required.contains(&kind)
+                || given.is_some()
+                || (required.is_empty() && kind == Kind::Signature)
+                || (kind == Kind::Provenance && policy_set);
+            Wanted {
+                kind,
+                bundle: given.unwrap_or_else(|| kind.bundle_path(&args.artifact)),
+                required,
+            }
+        })
+        .collect();
+    let name = args.artifact.display().to_string();
+    let trust = Trust { keys, policy };
+    let report = evidence::check_bundles(&args.artifact, &name, &trust, &wanted)
+        .map_err(|e| verify_failure(&e, &args.artifact))?;
     if args.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&results).unwrap_or_default()
+            serde_json::to_string_pretty(&report).unwrap_or_default()
         );
+    } else {
+        for e in &report.evidence {
+            if let Outcome::Verified(v) = &e.outcome {
+                let what = match (e.kind, &v.builder_id) {
+                    (Kind::Provenance, Some(b)) => format!("provenance: built by {b}"),
+                    (Kind::Sbom, _) => {
+                        format!("SBOM: {}", v.predicate_type.as_deref().unwrap_or_default())
+                    }
+                    (k, _) => k.to_string(),
+                };
+                println!(
+                    "ok {what}: {} sha256:{} ({} key {})",
+                    v.artifact,
+                    v.sha256,
+                    v.algorithm,
+                    &v.key_id[..16.min(v.key_id.len())]
+                );
+            }
+        }
+    }
+    if report.ok() {
         return Ok(exit::OK);
     }
-    for v in &results {
-        let what = match (&v.predicate_type, &v.builder_id) {
-            (Some(_), Some(b)) => format!("provenance: built by {b}"),
-            (Some(t), None) => format!("attestation: {t}"),
-            _ => "signature".to_owned(),
-        };
-        println!(
-            "ok {what}: {} sha256:{} ({} key {})",
-            v.artifact,
-            v.sha256,
-            v.algorithm,
-            &v.key_id[..16.min(v.key_id.len())]
-        );
-    }
-    Ok(exit::OK)
+    Err(Failure {
+        code: exit::PIPELINE_FAILED,
+        report: miette::miette!(
+            help = "do not deploy this artifact; rebuild, sign and attest it in the pipeline, or check the key and bundle paths",
+            "verification of {} failed:\n  {}",
+            args.artifact.display(),
+            report.describe_problems().join("\n  ")
+        ),
+    })
 }

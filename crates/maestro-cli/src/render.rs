@@ -426,7 +426,10 @@ pub(crate) fn print_summary(summary: &Summary, pipeline: &Pipeline, color: bool)
 fn failure_line(row: &JobRow) -> String {
     let mut s = match (row.status.as_str(), row.exit_code) {
         ("failed", Some(c)) => format!("exited with code {c}"),
-        ("failed", None) => "was killed by a signal".to_owned(),
+        ("failed", None) => match row.attempts.last().and_then(|a| a.signal) {
+            Some(sig) => format!("was killed by signal {sig}"),
+            None => "did not start".to_owned(),
+        },
         ("timed-out", _) => "timed out".to_owned(),
         _ => row.status.clone(),
     };

@@ -117,3 +117,80 @@ pub fn job_provenance(
         },
     }
 }
+
+/// What the deploy check found: one line per artifact and kind of evidence, and whether
+/// everything verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeployCheck {
+    pub ok: bool,
+    /// Verified evidence (`ok …`) and problems (`refused: …`), in order.
+    pub lines: Vec<String>,
+    /// The first problem, for the job's note.
+    pub first_problem: Option<String>,
+}
+
+/// Verifies, before a job that `deploys` artifacts starts, that each artifact carries a
+/// signature, SLSA provenance and a signed SBOM, verified with a key of `trust`. Deny by
+/// default: no keys, an unreadable key or a missing artifact refuse the deploy too.
+#[must_use]
+pub fn check_deploys(
+    root: &Path,
+    trust: &maestro_spec::model::Trust,
+    artifacts: &[String],
+) -> DeployCheck {
+    use maestro_sign::evidence::{self, Outcome};
+    let mut lines = Vec::new();
+    let mut problems = Vec::new();
+    let mut keys = Vec::new();
+    for k in &trust.keys {
+        let loaded = maestro_sign::read_limited(&root.join(k), maestro_sign::keys::MAX_KEY_FILE)
+            .and_then(|pem| maestro_sign::PublicKey::from_pem(&pem));
+        match loaded {
+            Ok(key) => keys.push(key),
+            Err(e) => problems.push(format!("trusted key {k} (trust.keys) cannot be used: {e}")),
+        }
+    }
+    if trust.keys.is_empty() {
+        problems.push("no trusted key: set `trust.keys` in maestro.yaml".to_owned());
+    }
+    let policy = maestro_sign::verify::Policy {
+        builder_id: trust.builder_id.clone(),
+        source_uri: trust.source_uri.clone(),
+        predicate_type: None,
+    };
+    let trust = evidence::Trust { keys, policy };
+    if problems.is_empty() {
+        for a in artifacts {
+            let path = root.join(a);
+            if !path.is_file() {
+                problems.push(format!(
+                    "{a}: no such file (the job deploys it: an earlier job must build it)"
+                ));
+                continue;
+            }
+            match evidence::check(&path, a, &trust) {
+                Ok(report) => {
+                    for e in &report.evidence {
+                        if let Outcome::Verified(v) = &e.outcome {
+                            lines.push(format!(
+                                "ok {a}: {} verified ({} key {})",
+                                e.kind,
+                                v.algorithm,
+                                &v.key_id[..16.min(v.key_id.len())]
+                            ));
+                        }
+                    }
+                    problems.extend(report.describe_problems());
+                }
+                Err(e) => problems.push(format!("{a}: cannot be read: {e}")),
+            }
+        }
+    }
+    let first_problem = problems.first().cloned();
+    lines.extend(problems.iter().map(|p| format!("refused: {p}")));
+    DeployCheck {
+        ok: problems.is_empty(),
+        lines,
+        first_problem,
+    }
+}

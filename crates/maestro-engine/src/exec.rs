@@ -46,6 +46,8 @@ pub struct Spec<'a> {
     pub dir: PathBuf,
     pub env: Vec<(String, String)>,
     pub log: &'a Path,
+    /// Written to the log before the process's output (e.g. the deploy check's result).
+    pub preamble: &'a str,
     pub timeout: Duration,
     pub grace: Duration,
 }
@@ -73,10 +75,16 @@ pub async fn run(spec: &Spec<'_>, mut cancel: watch::Receiver<bool>) -> Outcome 
         duration: started.elapsed(),
         error: Some(e),
     };
-    let log = match File::create(spec.log) {
+    let mut log = match File::create(spec.log) {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot create log {}: {e}", spec.log.display())),
     };
+    if !spec.preamble.is_empty() {
+        use std::io::Write as _;
+        if let Err(e) = log.write_all(spec.preamble.as_bytes()) {
+            return fail(format!("cannot write log {}: {e}", spec.log.display()));
+        }
+    }
     let log_err = match log.try_clone() {
         Ok(f) => f,
         Err(e) => return fail(format!("cannot open log {}: {e}", spec.log.display())),

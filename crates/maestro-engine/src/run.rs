@@ -764,6 +764,44 @@ fn read_reports(shared: &Shared, job: &Job, attempt: u32) -> (Vec<TestRow>, Opti
     (tests, problem)
 }
 
+/// A job that `deploys` artifacts without valid evidence: it fails without starting,
+/// and its log says what is missing.
+fn refused(
+    shared: &Shared,
+    job: &Job,
+    mut row: JobRow,
+    report: &str,
+    first_problem: Option<String>,
+    started: Instant,
+) -> Finished {
+    let log = shared.logs.join(log_name(&job.name, 1));
+    let _ = std::fs::write(&log, report);
+    let now = now_ms();
+    row.status = "failed".into();
+    row.note = Some(format!(
+        "deploy refused: {}",
+        first_problem.unwrap_or_else(|| "evidence missing".to_owned())
+    ));
+    row.log_path = Some(log.display().to_string());
+    row.attempts.push(AttemptRow {
+        attempt: 1,
+        status: "failed".into(),
+        exit_code: None,
+        signal: None,
+        started_at_ms: now,
+        duration_ms: 0,
+        log_path: log.display().to_string(),
+    });
+    row.duration_ms = i64::try_from(started.elapsed().as_millis()).unwrap_or(i64::MAX);
+    Finished {
+        id: job.id,
+        row,
+        downstream: None,
+        cache_put: None,
+        cache_used: None,
+    }
+}
+
 #[expect(clippy::too_many_arguments, reason = "one task's whole context")]
 async fn execute(
     shared: &Arc<Shared>,
@@ -789,6 +827,28 @@ async fn execute(
         .as_ref()
         .map_or_else(|| shared.root.clone(), |d| shared.root.join(d));
     let started = Instant::now();
+    let mut preamble = String::new();
+    if !job.deploys.is_empty() {
+        let s = Arc::clone(shared);
+        let check = tokio::task::spawn_blocking(move || {
+            let job = s.pipeline.graph.job(id);
+            crate::evidence::check_deploys(&s.root, &s.pipeline.trust, &job.deploys)
+        })
+        .await
+        .unwrap_or_else(|e| crate::evidence::DeployCheck {
+            ok: false,
+            lines: vec![format!("refused: the evidence check failed: {e}")],
+            first_problem: Some(format!("the evidence check failed: {e}")),
+        });
+        preamble = check
+            .lines
+            .iter()
+            .map(|l| format!("maestro: {l}\n"))
+            .collect();
+        if !check.ok {
+            return refused(shared, job, row, &preamble, check.first_problem, started);
+        }
+    }
     let mut final_exit = exec::Exit::SpawnError;
     let mut saw_failure = false;
     for attempt in 1..=job.retries + 1 {
@@ -815,6 +875,7 @@ async fn execute(
                 dir: dir.clone(),
                 env: env.clone(),
                 log: &log,
+                preamble: &preamble,
                 timeout: job.timeout,
                 grace: shared.grace,
             },

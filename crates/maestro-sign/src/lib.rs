@@ -7,9 +7,12 @@
 //! - [`provenance`]: in-toto Statement v1 with the SLSA Provenance v1 predicate.
 //! - [`verify`]: checks a bundle against an artifact, a key and a policy, and says which
 //!   part failed: the artifact, the envelope, the signature or the policy.
+//! - [`evidence`]: the signature, provenance and SBOM an artifact must carry before it
+//!   is deployed, checked against a set of trusted keys.
 
 pub mod bundle;
 pub mod dsse;
+pub mod evidence;
 pub mod keys;
 pub mod provenance;
 pub mod verify;
@@ -107,7 +110,7 @@ pub fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, SignError> {
 
 /// Writes `bytes` to `path` atomically: a temporary file in the same directory, fsynced,
 /// then renamed over `path`. `mode` is the Unix permission of the result (0o600 for
-/// private keys).
+/// private keys). Missing parent directories are created.
 ///
 /// # Errors
 /// When the directory is not writable.
@@ -118,6 +121,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignErro
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
+    std::fs::create_dir_all(dir).map_err(|e| SignError::io(path, e))?;
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| SignError::io(path, e))?;
     tmp.as_file()
         .set_permissions(std::fs::Permissions::from_mode(mode))

@@ -38,11 +38,13 @@ pub enum Code {
     BadExpression,
     UnknownToolchain,
     OutputConflict,
+    DeployWithoutArtifacts,
+    NoTrustedKeys,
 }
 
 impl Code {
     /// Every code, for documentation and the stability snapshot.
-    pub const ALL: [Code; 30] = [
+    pub const ALL: [Code; 32] = [
         Code::Io,
         Code::FileTooLarge,
         Code::YamlSyntax,
@@ -73,6 +75,8 @@ impl Code {
         Code::BadExpression,
         Code::UnknownToolchain,
         Code::OutputConflict,
+        Code::DeployWithoutArtifacts,
+        Code::NoTrustedKeys,
     ];
 
     /// The kebab-case spelling shown to users (`spec::unknown-need`).
@@ -109,6 +113,8 @@ impl Code {
             Code::BadExpression => "bad-expression",
             Code::UnknownToolchain => "unknown-toolchain",
             Code::OutputConflict => "output-conflict",
+            Code::DeployWithoutArtifacts => "deploy-without-artifacts",
+            Code::NoTrustedKeys => "no-trusted-keys",
         }
     }
 
@@ -147,6 +153,12 @@ impl Code {
             Code::UnknownToolchain => "a job names a toolchain that `toolchains` does not declare",
             Code::OutputConflict => {
                 "two jobs (or two shards of one job) declare the same output, or one inside the other"
+            }
+            Code::DeployWithoutArtifacts => {
+                "a `deploy` job does not say which artifacts it deploys (`deploys`), so their evidence cannot be checked"
+            }
+            Code::NoTrustedKeys => {
+                "a job `deploys` artifacts but `trust.keys` names no key to verify them with"
             }
         }
     }

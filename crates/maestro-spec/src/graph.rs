@@ -195,6 +195,7 @@ mod tests {
             cache: true,
             toolchains: BTreeMap::new(),
             module: None,
+            deploys: vec![],
         }
     }
 

@@ -63,6 +63,17 @@ pub struct Job {
     pub toolchains: BTreeMap<String, String>,
     /// `name@version` of the module the job came from.
     pub module: Option<String>,
+    /// Artifacts (relative paths) whose evidence is verified before the job starts.
+    pub deploys: Vec<String>,
+}
+
+/// Whom deploys trust (`trust:` in `maestro.yaml`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Trust {
+    /// Public key files, relative to the pipeline root.
+    pub keys: Vec<String>,
+    pub builder_id: Option<String>,
+    pub source_uri: Option<String>,
 }
 
 /// A validated pipeline with its sealed job graph.
@@ -75,5 +86,6 @@ pub struct Pipeline {
     pub file: PathBuf,
     /// Host variables passed through to jobs.
     pub pass_env: Vec<String>,
+    pub trust: Trust,
     pub graph: Graph,
 }

@@ -1,6 +1,7 @@
 //! Reusable, versioned job modules: `uses: name@version` resolves to
 //! `<modules-dir>/<name>/<version>.yaml`. A version prefix (`@1`, `@1.2`) selects the
-//! highest matching version present.
+//! highest matching version present. `uses: maestro/NAME@version` names a module built
+//! into Maestro ([`BUILTIN`]): the supply-chain gate jobs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,6 +10,27 @@ use std::rc::Rc;
 use crate::diag::{Code, Diagnostic, Source, closest};
 use crate::load;
 use crate::raw::{At, RawModule};
+
+/// Modules built into Maestro: (name after `maestro/`, version, text).
+pub const BUILTIN: &[(&str, &str, &str)] = &[
+    (
+        "evidence",
+        "1.0.0",
+        include_str!("builtin/evidence-1.0.0.yaml"),
+    ),
+    (
+        "licenses",
+        "1.0.0",
+        include_str!("builtin/licenses-1.0.0.yaml"),
+    ),
+    ("sbom", "1.0.0", include_str!("builtin/sbom-1.0.0.yaml")),
+    ("sca", "1.0.0", include_str!("builtin/sca-1.0.0.yaml")),
+    (
+        "secrets",
+        "1.0.0",
+        include_str!("builtin/secrets-1.0.0.yaml"),
+    ),
+];
 
 /// A module file, parsed.
 #[derive(Debug)]
@@ -88,6 +110,9 @@ impl ModuleRepo {
             )
             .hint("write `uses: <module>@<version>`, e.g. `uses: python-test@1`")));
         };
+        if let Some(short) = name.strip_prefix("maestro/") {
+            return self.resolve_builtin(short, version).map_err(|d| at(*d));
+        }
         if name.is_empty()
             || version.is_empty()
             || !name
@@ -147,6 +172,72 @@ impl ModuleRepo {
         }
         let path = module_dir.join(format!("{chosen}.yaml"));
         let source = load::read_source(&path).map_err(|d| vec![*d])?;
+        self.load(name, chosen, source)
+    }
+
+    /// `maestro/NAME@version`: a module shipped inside Maestro.
+    fn resolve_builtin(
+        &mut self,
+        short: &str,
+        version: &str,
+    ) -> Result<Rc<LoadedModule>, Box<Diagnostic>> {
+        let name = format!("maestro/{short}");
+        let versions: Vec<&str> = BUILTIN
+            .iter()
+            .filter(|(n, _, _)| *n == short)
+            .map(|(_, v, _)| *v)
+            .collect();
+        if versions.is_empty() {
+            let names: Vec<String> = BUILTIN
+                .iter()
+                .map(|(n, _, _)| format!("maestro/{n}"))
+                .collect();
+            let hint = match closest(&name, names.iter().map(String::as_str)) {
+                Some(c) => format!("did you mean `{c}`? Built-in modules: {}", names.join(", ")),
+                None => format!("built-in modules: {}", names.join(", ")),
+            };
+            return Err(Box::new(
+                Diagnostic::new(
+                    Code::MissingModule,
+                    format!("Maestro has no built-in module `{name}`"),
+                )
+                .hint(hint),
+            ));
+        }
+        let prefix = format!("{version}.");
+        let Some(chosen) = versions
+            .iter()
+            .filter(|v| **v == version || v.starts_with(&prefix))
+            .max_by_key(|v| version_key(v))
+            .map(|v| (*v).to_owned())
+        else {
+            return Err(Box::new(
+                Diagnostic::new(
+                    Code::MissingModuleVersion,
+                    format!("built-in module `{name}` has no version `{version}`"),
+                )
+                .hint(format!("available versions: {}", versions.join(", "))),
+            ));
+        };
+        if let Some(m) = self.loaded.get(&(name.clone(), chosen.clone())) {
+            return Ok(Rc::clone(m));
+        }
+        let text = BUILTIN
+            .iter()
+            .find(|(n, v, _)| *n == short && *v == chosen)
+            .map_or("", |(_, _, t)| *t);
+        let source = Source::new(format!("<maestro>/{name}/{chosen}.yaml"), text);
+        self.load(&name, chosen, source)
+            .map_err(|mut ds| Box::new(ds.remove(0)))
+    }
+
+    fn load(
+        &mut self,
+        name: &str,
+        chosen: String,
+        source: Source,
+    ) -> Result<Rc<LoadedModule>, Vec<Diagnostic>> {
+        let cache_key = (name.to_owned(), chosen.clone());
         let raw: RawModule = load::parse(&source).map_err(|d| vec![*d])?;
         if let Some(u) = &raw.job.value.uses {
             return Err(vec![
@@ -169,7 +260,32 @@ impl ModuleRepo {
 
 #[cfg(test)]
 mod tests {
-    use super::version_key;
+    use super::{BUILTIN, ModuleRepo, version_key};
+    use crate::diag::Source;
+    use crate::raw::At;
+
+    #[test]
+    fn every_builtin_module_parses() {
+        let mut repo = ModuleRepo::new("/nonexistent".into(), "ci/modules");
+        let caller = Source::new("maestro.yaml", "");
+        for (name, _, _) in BUILTIN {
+            let uses = At {
+                value: format!("maestro/{name}@1"),
+                pos: None,
+            };
+            let m = repo
+                .resolve(&uses, &caller, "uses")
+                .unwrap_or_else(|d| panic!("maestro/{name}: {d:?}"));
+            assert_eq!(m.version, "1.0.0");
+            assert!(m.raw.job.value.gate.is_some(), "{name} has a gate");
+        }
+        let uses = At {
+            value: "maestro/sbomb@1".to_owned(),
+            pos: None,
+        };
+        let err = repo.resolve(&uses, &caller, "uses").expect_err("unknown");
+        assert!(format!("{err:?}").contains("maestro/sbom"), "{err:?}");
+    }
 
     #[test]
     fn versions_compare_numerically() {

@@ -119,8 +119,29 @@ pub struct RawPipeline {
     /// Directory of reusable modules, relative to this file. Default: `ci/modules`.
     #[serde(default)]
     pub modules_dir: Option<At<String>>,
+    /// Whom deploys trust: the keys that must have signed an artifact's signature,
+    /// provenance and SBOM, and what the provenance must say.
+    #[serde(default)]
+    pub trust: Option<At<RawTrust>>,
     /// The jobs, by name.
     pub jobs: OrderedMap<At<RawJob>>,
+}
+
+/// `trust:`: the keys and provenance policy a deploy verifies evidence against.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(rename = "Trust")]
+pub struct RawTrust {
+    /// Public key files (PEM, from `maestro keys generate` or cosign), relative to this
+    /// file. Evidence signed by any of them is accepted.
+    #[serde(default)]
+    pub keys: Vec<At<String>>,
+    /// The provenance's `runDetails.builder.id` must equal this.
+    #[serde(default)]
+    pub builder_id: Option<String>,
+    /// The provenance must name this source repository (e.g. `github.com/acme/app`).
+    #[serde(default)]
+    pub source_uri: Option<String>,
 }
 
 /// One job of a pipeline, or the job template of a module.
@@ -180,6 +201,12 @@ pub struct RawJob {
     /// Which declared toolchains enter this job's cache key (default: all of them).
     #[serde(default)]
     pub toolchains: Option<Vec<At<String>>>,
+    /// Artifacts this job deploys or publishes. Before it starts, each must carry a
+    /// signature, SLSA provenance and a signed SBOM (`ARTIFACT.sigstore.json`,
+    /// `ARTIFACT.intoto.sigstore.json`, `ARTIFACT.sbom.sigstore.json`) that verify with a
+    /// key of `trust.keys`; otherwise the job is refused. Required for `deploy` jobs.
+    #[serde(default)]
+    pub deploys: Vec<At<String>>,
 }
 
 /// A module file: `<modules-dir>/<name>/<version>.yaml`.

@@ -11,10 +11,10 @@ use crate::gate::Gate;
 use crate::graph::Graph;
 use crate::model::{
     DEFAULT_PASS_ENV, DEFAULT_TIMEOUT, Job, JobId, MAX_RETRIES, MAX_SHARDS, MAX_TIMEOUT, Pipeline,
-    Shard,
+    Shard, Trust,
 };
 use crate::module::ModuleRepo;
-use crate::raw::{At, RawJob, RawPipeline};
+use crate::raw::{At, RawJob, RawPipeline, RawTrust};
 
 /// Default modules directory, relative to the pipeline file.
 pub const DEFAULT_MODULES_DIR: &str = "ci/modules";
@@ -53,6 +53,7 @@ struct Draft {
     cache: Option<bool>,
     toolchains: BTreeMap<String, String>,
     module: Option<String>,
+    deploys: Vec<(String, Loc)>,
 }
 
 struct Ctx<'a> {
@@ -158,6 +159,7 @@ pub fn validate(
         }
     }
     check_output_conflicts(&mut ctx, &drafts);
+    let trust = check_trust(&mut ctx, raw.trust.as_ref(), &top, &drafts);
     let graph = build_graph(&mut ctx, drafts, &raw.env, &declared);
     if !ctx.diags.is_empty() {
         return Err(SpecErrors(ctx.diags));
@@ -173,8 +175,64 @@ pub fn validate(
         root,
         file: source.path.clone(),
         pass_env,
+        trust,
         graph: graph.expect("graph is Some when there are no diagnostics"),
     })
+}
+
+/// `trust:` and the jobs that rely on it: every `deploy` job names its artifacts, and a
+/// job that deploys artifacts has keys to verify them with (deny by default).
+fn check_trust(
+    ctx: &mut Ctx<'_>,
+    raw: Option<&At<RawTrust>>,
+    top: &dyn Fn(Option<Pos>) -> Loc,
+    drafts: &[Draft],
+) -> Trust {
+    let mut trust = Trust::default();
+    if let Some(t) = raw {
+        for k in &t.value.keys {
+            // A development key may live in Maestro's own directory (`.maestro/keys/`).
+            let checked = k.value.strip_prefix(".maestro/").unwrap_or(&k.value);
+            if check_rel_path(ctx, checked, &top(k.pos), "trust.keys") {
+                trust.keys.push(k.value.clone());
+            }
+        }
+        trust.builder_id.clone_from(&t.value.builder_id);
+        trust.source_uri.clone_from(&t.value.source_uri);
+    }
+    for d in drafts {
+        if d.gate == Some(Gate::Deploy) && d.deploys.is_empty() {
+            ctx.diags.push(
+                d.name_loc.diag(
+                    Diagnostic::new(
+                        Code::DeployWithoutArtifacts,
+                        format!("deploy job `{}` does not say what it deploys", d.name),
+                    )
+                    .hint("list the files it deploys in `deploys: [dist/app.tar.gz]`; Maestro checks their signature, provenance and SBOM before the job starts"),
+                    format!("jobs.{}", d.name),
+                ),
+            );
+        }
+        if let Some((_, loc)) = d.deploys.first()
+            && trust.keys.is_empty()
+            && raw.is_none_or(|t| t.value.keys.is_empty())
+        {
+            ctx.diags.push(
+                loc.diag(
+                    Diagnostic::new(
+                        Code::NoTrustedKeys,
+                        format!(
+                            "job `{}` deploys artifacts, but no key is trusted to verify them",
+                            d.name
+                        ),
+                    )
+                    .hint("add `trust: { keys: [maestro.pub] }` at the top level with the public key that signs your artifacts (`maestro keys generate`)"),
+                    format!("jobs.{}.deploys", d.name),
+                ),
+            );
+        }
+    }
+    trust
 }
 
 fn valid_job_name(name: &str) -> bool {
@@ -577,6 +635,10 @@ fn draft_job(
     for (p, loc) in &reports {
         check_rel_path(ctx, p, loc, &key("reports"));
     }
+    let deploys = strings(ctx, "deploys", &template.deploys, &own.deploys);
+    for (p, loc) in &deploys {
+        check_rel_path(ctx, p, loc, &key("deploys"));
+    }
     if let Some((d, loc)) = &dir {
         check_rel_path(ctx, d, loc, &key("dir"));
     }
@@ -738,6 +800,7 @@ fn draft_job(
         cache: own.cache.or(template.cache),
         toolchains,
         module: module_label,
+        deploys,
     })
 }
 
@@ -774,6 +837,7 @@ fn clone_job(j: &RawJob) -> RawJob {
         shard: j.shard.clone(),
         cache: j.cache,
         toolchains: j.toolchains.clone(),
+        deploys: j.deploys.clone(),
     }
 }
 
@@ -888,6 +952,7 @@ fn build_graph(
                 cache,
                 toolchains: d.toolchains.clone(),
                 module: d.module.clone(),
+                deploys: d.deploys.iter().map(|(p, _)| fix(p)).collect(),
             });
         }
     }

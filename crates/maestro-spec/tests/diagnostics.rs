@@ -242,3 +242,27 @@ fn output_conflicts_between_jobs_and_shards() {
         &[]
     ));
 }
+
+#[test]
+fn deploy_without_artifacts() {
+    insta::assert_snapshot!(check(
+        "version: 1\njobs:\n  ship:\n    gate: deploy\n    run: ./deploy.sh\n",
+        &[]
+    ));
+}
+
+#[test]
+fn deploys_without_trusted_keys() {
+    insta::assert_snapshot!(check(
+        "version: 1\njobs:\n  ship:\n    gate: deploy\n    run: ./deploy.sh\n    deploys: [dist/app.tar]\n",
+        &[]
+    ));
+}
+
+#[test]
+fn unknown_builtin_module() {
+    insta::assert_snapshot!(check(
+        "version: 1\njobs:\n  sbom:\n    uses: maestro/sbon@1\n",
+        &[]
+    ));
+}

@@ -27,6 +27,7 @@ fn job(i: usize, needs: Vec<usize>) -> Job {
         cache: true,
         toolchains: BTreeMap::new(),
         module: None,
+        deploys: vec![],
     }
 }
 

@@ -20,7 +20,7 @@ fn modules_shards_and_defaults() {
     .expect("module");
     fs::write(
         dir.path().join("maestro.yaml"),
-        "version: 1\nname: demo\nenv:\n  CI_MODE: \"1\"\ntoolchains:\n  python: \"3.11\"\njobs:\n  lint:\n    gate: lint\n    run: lint src\n  unit:\n    uses: py-test@1.2\n    with:\n      report: reports/unit\n    shard: 2\n    needs: [lint]\n  deploy:\n    gate: deploy\n    run: ship\n    needs: [unit]\n",
+        "version: 1\nname: demo\nenv:\n  CI_MODE: \"1\"\ntoolchains:\n  python: \"3.11\"\ntrust:\n  keys: [keys/release.pub]\n  builder-id: https://ci.example.com\njobs:\n  lint:\n    gate: lint\n    run: lint src\n  unit:\n    uses: py-test@1.2\n    with:\n      report: reports/unit\n    shard: 2\n    needs: [lint]\n  deploy:\n    gate: deploy\n    run: ship\n    needs: [unit]\n    deploys: [dist/app.tar]\n",
     )
     .expect("spec");
     let p = load_pipeline(&dir.path().join("maestro.yaml")).expect("valid");
@@ -46,6 +46,12 @@ fn modules_shards_and_defaults() {
         "needs on a sharded job mean every shard"
     );
     assert!(!deploy.cache, "deploy is not cached by default");
+    assert_eq!(deploy.deploys, ["dist/app.tar"]);
+    assert_eq!(p.trust.keys, ["keys/release.pub"]);
+    assert_eq!(
+        p.trust.builder_id.as_deref(),
+        Some("https://ci.example.com")
+    );
     assert_eq!(g.select("unit").len(), 2);
 }
 
@@ -79,11 +85,39 @@ fn schema_is_generated_from_the_types() {
         "\"pass-env\"",
         "\"modules-dir\"",
         "\"shard\"",
+        "\"deploys\"",
+        "\"trust\"",
     ] {
         assert!(text.contains(key), "schema lacks {key}");
     }
     assert_eq!(
         schema["additionalProperties"],
         serde_json::Value::Bool(false)
+    );
+}
+
+#[test]
+fn builtin_modules_need_no_modules_directory() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("maestro.yaml"),
+        "version: 1\njobs:\n  sbom:\n    uses: maestro/sbom@1\n    with:\n      output: out/bom.json\n  ev:\n    uses: maestro/evidence@1\n    with:\n      artifact: dist/a.tar\n",
+    )
+    .expect("spec");
+    let p = load_pipeline(&dir.path().join("maestro.yaml")).expect("valid");
+    let sbom = p.graph.find("sbom").expect("sbom");
+    assert_eq!(sbom.gate, Some(Gate::Sbom));
+    assert_eq!(sbom.outputs, ["out/bom.json"]);
+    assert!(sbom.run.contains("-o out/bom.json"), "{}", sbom.run);
+    assert_eq!(sbom.module.as_deref(), Some("maestro/sbom@1.0.0"));
+    let ev = p.graph.find("ev").expect("ev");
+    assert!(!ev.cache);
+    assert_eq!(
+        ev.outputs,
+        [
+            "dist/a.tar.sigstore.json",
+            "dist/a.tar.intoto.sigstore.json",
+            "dist/a.tar.sbom.sigstore.json"
+        ]
     );
 }

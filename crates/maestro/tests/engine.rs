@@ -30,7 +30,7 @@ fn red_gate_cancels_later_gates_and_barrier_jobs_never_start() {
     let repo = Repo::new();
     repo.write(
         "maestro.yaml",
-        "version: 1\njobs:\n  lint:\n    gate: lint\n    run: exit 3\n  lint2:\n    gate: lint\n    run: echo fine\n  test:\n    gate: unit\n    run: echo test > ran-test\n  ship:\n    gate: deploy\n    run: echo shipped > shipped\n",
+        "version: 1\njobs:\n  lint:\n    gate: lint\n    run: exit 3\n  lint2:\n    gate: lint\n    run: echo fine\n  test:\n    gate: unit\n    run: echo test > ran-test\n  ship:\n    gate: publish\n    run: echo shipped > shipped\n",
     );
     let (code, out) = repo.maestro_run(&["-j", "1"]);
     assert_eq!(code, 1, "{out}");
@@ -563,7 +563,7 @@ fn barrier_jobs_start_once_every_earlier_gate_is_green() {
     let repo = Repo::new();
     repo.write(
         "maestro.yaml",
-        "version: 1\njobs:\n  build:\n    run: echo b\n  lint:\n    gate: lint\n    run: echo l\n  test:\n    gate: unit\n    run: echo t\n    needs: [build]\n  ship:\n    gate: deploy\n    run: echo shipped > shipped\n  ship2:\n    gate: deploy\n    run: echo s2\n    needs: [build]\n",
+        "version: 1\njobs:\n  build:\n    run: echo b\n  lint:\n    gate: lint\n    run: echo l\n  test:\n    gate: unit\n    run: echo t\n    needs: [build]\n  ship:\n    gate: publish\n    run: echo shipped > shipped\n  ship2:\n    gate: publish\n    run: echo s2\n    needs: [build]\n",
     );
     let (code, out) = repo.maestro_run(&[]);
     assert_eq!(code, 0, "{out}");

@@ -1,5 +1,6 @@
-//! The bundled example, as a newcomer runs it: green, then fully cached, then red when a
-//! unit test breaks, with later gates cancelled and the failing test named.
+//! The bundled example, as a newcomer runs it: green with its evidence (SBOM, signature,
+//! provenance) verified before the deploy, then cached, then red when a unit test breaks,
+//! with later gates cancelled and the failing test named.
 
 mod common;
 
@@ -10,22 +11,46 @@ fn example_is_green_then_fully_cached() {
     let repo = Repo::example();
     let (code, out) = repo.maestro_run(&[]);
     assert_eq!(code, 0, "first run must be green:\n{out}");
-    assert!(out.contains("5 jobs · 5 ran · 0 cached"), "{out}");
+    assert!(out.contains("9 jobs · 9 ran · 0 cached"), "{out}");
     let tarball =
         std::fs::read(repo.path().join("dist/hello-service.tar.gz")).expect("package output");
+    // The green path ends in evidence, verified before the deploy ran.
+    for f in [
+        "dist/sbom.cdx.json",
+        "dist/hello-service.tar.gz.sigstore.json",
+        "dist/hello-service.tar.gz.intoto.sigstore.json",
+        "dist/hello-service.tar.gz.sbom.sigstore.json",
+        ".maestro/envs/local/current/hello-service/app/greeting.py",
+    ] {
+        assert!(repo.path().join(f).exists(), "{f} missing:\n{out}");
+    }
+    let verified = repo.run(&[
+        "verify",
+        "dist/hello-service.tar.gz",
+        "--key",
+        ".maestro/keys/dev.pub",
+        "--require",
+        "signature,provenance,sbom",
+    ]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stderr)
+    );
 
+    // Everything but the secret scan, the signing and the deploy comes from the cache.
     let (code, out) = repo.maestro_run(&[]);
     assert_eq!(code, 0, "{out}");
     assert!(
-        out.contains("5 jobs · 0 ran · 5 cached (100% hit rate)"),
-        "second run must be fully cached:\n{out}"
+        out.contains("9 jobs · 3 ran · 6 cached (67% hit rate)"),
+        "second run must be cached:\n{out}"
     );
 
     // Outputs come back from the cache byte for byte.
     std::fs::remove_file(repo.path().join("dist/hello-service.tar.gz")).expect("rm");
     let (code, out) = repo.maestro_run(&[]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("0 ran · 5 cached"), "{out}");
+    assert!(out.contains("3 ran · 6 cached"), "{out}");
     assert_eq!(
         std::fs::read(repo.path().join("dist/hello-service.tar.gz")).expect("restored"),
         tarball
@@ -62,6 +87,7 @@ fn breaking_a_unit_test_turns_the_run_red() {
     let jobs = repo.latest_jobs();
     assert_eq!(jobs["contract"]["status"], "cancelled");
     assert_eq!(jobs["package"]["status"], "cancelled");
+    assert_eq!(jobs["deploy"]["status"], "cancelled");
     assert_eq!(jobs["lint"]["status"], "succeeded");
     assert!(
         !repo.path().join("dist/hello-service.tar.gz").exists(),

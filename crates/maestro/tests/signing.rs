@@ -196,7 +196,7 @@ fn a_changed_artifact_or_bundle_is_refused_and_named() {
     fails(
         &repo.run(&["verify", "app.bin", "--key", "maestro.pub"]),
         1,
-        "no signature bundle",
+        "no signature (expected app.bin.sigstore.json",
     );
 }
 
@@ -339,7 +339,7 @@ jobs:
       "$MAESTRO_EXE" sign dist/app.tar --key maestro.key &&
       "$MAESTRO_EXE" attest dist/app.tar --key maestro.key --job package
   deploy:
-    gate: deploy
+    gate: publish
     needs: [evidence]
     run: '"$MAESTRO_EXE" verify dist/app.tar --key maestro.pub --builder-id https://maestro.invalid/builders/local/v1'
 "#;
