@@ -86,6 +86,26 @@ pub(crate) enum Command {
     Licenses(LicensesArgs),
     /// Secrets in files (and, with --git, in every commit), with gitleaks-format rules.
     Secrets(SecretsArgs),
+    /// Build a job twice from the same commit in two clean directories and compare its
+    /// outputs.
+    Repro(ReproArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ReproArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// The job whose outputs are compared (it runs with everything it needs).
+    pub job: String,
+    /// Keep the two build directories and print where they are.
+    #[arg(long)]
+    pub keep: bool,
+    /// Jobs running at once in each build. Default: the number of cores.
+    #[arg(long = "jobs", short = 'j', value_name = "N")]
+    pub parallelism: Option<usize>,
+    /// The comparison as JSON on standard output.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -109,13 +109,10 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         targets,
         args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         host_env: std::env::vars().collect(),
+        fixed_env: Vec::new(),
         trace_id: None,
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(parallelism.clamp(1, 4))
-        .enable_all()
-        .build()
-        .map_err(|e| Failure::env(e, "the async runtime could not start"))?;
+    let runtime = crate::runtime(parallelism)?;
     let color = output == Output::Human && std::env::var_os("NO_COLOR").is_none();
     let mut console = render::Console::new(output, color);
     let summary = runtime.block_on(async {

@@ -76,8 +76,21 @@ pub(crate) fn show(common: &Common, id: Option<i64>, json: bool) -> Result<u8, F
             .ok_or_else(|| Failure::usage("there are no runs yet", "`maestro run` starts one"))?,
     };
     let d = store.run_detail(id).map_err(store_err)?;
+    let repro = store.repro_for_run(id).map_err(store_err)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&d).unwrap_or_default());
+        let mut v = serde_json::to_value(&d).unwrap_or_default();
+        v["repro"] = repro
+            .iter()
+            .map(|r| {
+                serde_json::json!({
+                    "id": r.id,
+                    "job": r.job,
+                    "reproducible": r.reproducible,
+                    "report": serde_json::from_str::<serde_json::Value>(&r.report).unwrap_or_default(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
         return Ok(exit::OK);
     }
     let mut out = String::new();
@@ -151,6 +164,24 @@ pub(crate) fn show(common: &Common, id: Option<i64>, json: bool) -> Result<u8, F
                 let _ = writeln!(out, "    │ {l}");
             }
         }
+    }
+    for r in &repro {
+        let verdict = if r.reproducible {
+            "reproducible".to_owned()
+        } else {
+            let n = serde_json::from_str::<serde_json::Value>(&r.report)
+                .ok()
+                .and_then(|v| v["differing"].as_array().map(Vec::len))
+                .unwrap_or(0);
+            format!("NOT reproducible ({n} file(s) differ)")
+        };
+        let _ = writeln!(
+            out,
+            "repro check #{} of `{}`: {verdict} ({})",
+            r.id,
+            r.job,
+            ts(r.created_at_ms)
+        );
     }
     print!("{out}");
     Ok(exit::OK)

@@ -9,6 +9,7 @@
 
 mod args;
 mod cmd_cache;
+mod cmd_repro;
 mod cmd_run;
 mod cmd_runs;
 mod cmd_sbom;
@@ -66,6 +67,7 @@ pub fn main() -> ExitCode {
         Command::Sca(a) => cmd_sca::sca(&a),
         Command::Licenses(a) => cmd_sca::licenses(&a),
         Command::Secrets(a) => cmd_secrets::secrets(&a),
+        Command::Repro(a) => cmd_repro::repro(&a),
     };
     match result {
         Ok(code) => exit::code(code),
@@ -87,6 +89,15 @@ fn open_store_recovered(paths: &settings::Paths) -> Result<maestro_store::Sqlite
             .map_err(|e| Failure::env(e, "the store is .maestro/store.db"))?;
     }
     Ok(store)
+}
+
+/// The async runtime a pipeline run uses.
+fn runtime(parallelism: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(parallelism.clamp(1, 4))
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::env(e, "the async runtime could not start"))
 }
 
 /// Opens the store of a repository.

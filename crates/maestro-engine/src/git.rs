@@ -9,6 +9,14 @@ pub fn head(root: &Path) -> (Option<String>, Option<String>) {
     git_dir(root).map_or((None, None), |git| read_head(&git))
 }
 
+/// The top directory of the work tree containing `root` (where `.git` is).
+#[must_use]
+pub fn work_tree(root: &Path) -> Option<PathBuf> {
+    root.ancestors()
+        .find(|d| d.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
 /// The `.git` directory of the work tree containing `root` (following a worktree's or
 /// submodule's `gitdir:` file).
 fn git_dir(root: &Path) -> Option<PathBuf> {

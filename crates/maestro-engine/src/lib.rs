@@ -9,6 +9,7 @@ pub mod exec;
 pub mod git;
 pub mod junit;
 pub mod lock;
+pub mod repro;
 pub mod run;
 
 pub use event::{Event, Reporter, Silent};

@@ -35,6 +35,9 @@ pub struct Options {
     pub args: String,
     /// The host environment jobs may inherit from (through `pass-env`).
     pub host_env: Vec<(String, String)>,
+    /// Set for every job, over everything else (`maestro repro` fixes
+    /// `SOURCE_DATE_EPOCH` this way). Not part of cache keys.
+    pub fixed_env: Vec<(String, String)>,
     pub trace_id: Option<String>,
 }
 
@@ -401,12 +404,16 @@ impl Dispatcher<'_> {
         self.running += 1;
         let shared = Arc::clone(&self.shared);
         let tx = self.tx.clone();
-        let env = job_env(
+        let mut env = job_env(
             self.job(id),
             &self.pipeline.pass_env,
             &self.opts.host_env,
             self.run_id,
         );
+        if !self.opts.fixed_env.is_empty() {
+            env.retain(|(k, _)| !self.opts.fixed_env.iter().any(|(f, _)| f == k));
+            env.extend(self.opts.fixed_env.iter().cloned());
+        }
         tokio::spawn(async move {
             let finished = match task {
                 Task::Restore { key, entry } => {

@@ -125,4 +125,14 @@ pub trait Store: Send {
     /// # Errors
     /// On database failure.
     fn last_job_record(&mut self, job: &str) -> Result<Option<(i64, JobRow)>, StoreError>;
+    /// Records a reproducibility check; returns its id.
+    ///
+    /// # Errors
+    /// On database failure, or when `run_id` names no run.
+    fn repro_record(&mut self, row: &ReproRow) -> Result<i64, StoreError>;
+    /// The reproducibility checks attached to a run, oldest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn repro_for_run(&mut self, run_id: i64) -> Result<Vec<ReproRow>, StoreError>;
 }

@@ -84,4 +84,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX cache_by_job ON cache_entries(job, created_at);
     ",
+    // 2: reproducibility checks (`maestro repro`), attached to the run they concern.
+    r"
+    CREATE TABLE repro_checks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER REFERENCES runs(id) ON DELETE CASCADE,
+        job TEXT NOT NULL,
+        commit_sha TEXT,
+        reproducible INTEGER NOT NULL,
+        report TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX repro_by_run ON repro_checks(run_id);
+    ",
 ];

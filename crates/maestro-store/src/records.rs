@@ -185,3 +185,17 @@ pub struct GcResult {
     pub removed_entries: i64,
     pub removed_bytes: i64,
 }
+
+/// One `maestro repro` result: the job built twice, and whether the outputs matched.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ReproRow {
+    pub id: i64,
+    /// The run of this repository the check concerns (same job and commit), if any.
+    pub run_id: Option<i64>,
+    pub job: String,
+    pub commit: Option<String>,
+    pub reproducible: bool,
+    /// The comparison, as JSON (files, digests, first differences).
+    pub report: String,
+    pub created_at_ms: i64,
+}

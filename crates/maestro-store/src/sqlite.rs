@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::migrations::MIGRATIONS;
 use crate::{
-    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, RunDetail,
-    RunRow, RunStatus, Store, StoreError, TestRow,
+    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, ReproRow,
+    RunDetail, RunRow, RunStatus, Store, StoreError, TestRow,
 };
 
 /// The embedded store.
@@ -507,6 +507,44 @@ impl Store for SqliteStore {
                  AND status IN ('failed', 'timed-out')",
             )?
             .query_row(params![key, job, before_run], |r| r.get(0))?)
+    }
+
+    fn repro_record(&mut self, row: &ReproRow) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO repro_checks (run_id, job, commit_sha, reproducible, report, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                row.run_id,
+                row.job,
+                row.commit,
+                row.reproducible,
+                row.report,
+                row.created_at_ms
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(id)
+    }
+
+    fn repro_for_run(&mut self, run_id: i64) -> Result<Vec<ReproRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, run_id, job, commit_sha, reproducible, report, created_at
+             FROM repro_checks WHERE run_id = ?1 ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![run_id], |r| {
+            Ok(ReproRow {
+                id: r.get(0)?,
+                run_id: r.get(1)?,
+                job: r.get(2)?,
+                commit: r.get(3)?,
+                reproducible: r.get(4)?,
+                report: r.get(5)?,
+                created_at_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
     }
 
     fn last_job_record(&mut self, job: &str) -> Result<Option<(i64, JobRow)>, StoreError> {

@@ -1,8 +1,8 @@
 //! The SQLite store: migrations, transactional batches, interrupted runs, cache entries.
 
 use maestro_store::{
-    ArtifactRow, AttemptRow, Batch, CacheEntry, JobRow, NewRun, RunStatus, SqliteStore, Store,
-    TestRow,
+    ArtifactRow, AttemptRow, Batch, CacheEntry, JobRow, NewRun, ReproRow, RunStatus, SqliteStore,
+    Store, TestRow,
 };
 
 fn job(name: &str, status: &str, cache: &str) -> JobRow {
@@ -72,7 +72,7 @@ fn runs_round_trip_and_interrupted_runs_are_marked() {
     let run_id;
     {
         let mut s = SqliteStore::open(&path).expect("open");
-        assert_eq!(s.schema_version().expect("version"), 1);
+        assert_eq!(s.schema_version().expect("version"), 2);
         run_id = s
             .begin_run(&NewRun {
                 pipeline: "p".into(),
@@ -177,4 +177,40 @@ fn a_newer_schema_is_refused() {
         .expect("bump the schema version past what this build knows");
     let err = SqliteStore::open(&path).expect_err("too new");
     assert!(err.to_string().contains("newer than this Maestro"), "{err}");
+}
+
+#[test]
+fn repro_checks_attach_to_their_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut s = SqliteStore::open(&dir.path().join("store.db")).expect("open");
+    let run = s
+        .begin_run(&NewRun {
+            pipeline: "p".into(),
+            root: "/r".into(),
+            ..NewRun::default()
+        })
+        .expect("begin");
+    let row = ReproRow {
+        run_id: Some(run),
+        job: "package".into(),
+        commit: Some("abc".into()),
+        reproducible: false,
+        report: "{\"differing\":[]}".into(),
+        created_at_ms: 5,
+        ..ReproRow::default()
+    };
+    let id = s.repro_record(&row).expect("record");
+    let unattached = ReproRow {
+        run_id: None,
+        ..row.clone()
+    };
+    s.repro_record(&unattached).expect("record without a run");
+    let got = s.repro_for_run(run).expect("list");
+    assert_eq!(got, vec![ReproRow { id, ..row.clone() }]);
+    // A run that does not exist is refused, not silently dangling.
+    let dangling = ReproRow {
+        run_id: Some(run + 100),
+        ..row
+    };
+    assert!(s.repro_record(&dangling).is_err());
 }

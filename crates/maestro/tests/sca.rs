@@ -4,7 +4,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{Repo, copy_dir};
+use common::{Repo, copy_dir, text};
 
 fn osv_db() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../maestro-sca/tests/data/osv")
@@ -17,14 +17,6 @@ fn poetry_repo() -> Repo {
         repo.path(),
     );
     repo
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 #[test]

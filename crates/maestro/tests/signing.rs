@@ -4,7 +4,7 @@ mod common;
 
 use std::process::Output;
 
-use common::Repo;
+use common::{Repo, text};
 
 const PASSWORD: &str = "correct horse battery staple";
 
@@ -15,14 +15,6 @@ fn with_password(repo: &Repo, args: &[&str]) -> Output {
         .env_remove("MAESTRO_RUN_ID")
         .output()
         .expect("spawn maestro")
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
 }
 
 fn ok(out: &Output) -> String {

@@ -97,6 +97,15 @@ impl Repo {
     }
 }
 
+/// Standard output then standard error of a finished command, as text.
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 pub fn copy_dir(src: &Path, dst: &Path) {
     fs::create_dir_all(dst).expect("mkdir");
     for e in fs::read_dir(src).expect("read_dir") {
