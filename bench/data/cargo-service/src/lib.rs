@@ -1,0 +1,1 @@
+//! Benchmark input: only the lockfile matters.
