@@ -139,3 +139,16 @@ fn a_failing_build_or_a_job_without_outputs_is_reported() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("no job named `nope`"));
 }
+
+#[test]
+fn the_builtin_module_checks_a_job_inside_the_pipeline_and_records_it_on_the_run() {
+    let spec = format!(
+        "{REPRODUCIBLE}  repro:\n    uses: maestro/repro@1\n    needs: [build]\n    with: {{ job: build }}\n"
+    );
+    let repo = committed(&spec);
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    let run = repo.json(&["runs", "show", "1", "--json"]);
+    assert_eq!(run["repro"][0]["job"], "build", "{run}");
+    assert_eq!(run["repro"][0]["reproducible"], true);
+}
