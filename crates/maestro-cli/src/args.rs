@@ -136,7 +136,8 @@ pub(crate) struct SecretsArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct ScaArgs {
-    /// Lockfiles or directories holding them. Default: the current directory.
+    /// Lockfiles, CycloneDX or SPDX JSON SBOMs, or directories holding lockfiles.
+    /// Default: the current directory.
     pub paths: Vec<PathBuf>,
     /// Directory of OSV advisories (*.json, searched recursively): an OSV export,
     /// RustSec's OSV branch, GitHub's advisory database.
@@ -159,7 +160,8 @@ pub(crate) struct ScaArgs {
 
 #[derive(Debug, Args)]
 pub(crate) struct LicensesArgs {
-    /// Lockfiles or directories holding them. Default: the current directory.
+    /// Lockfiles, CycloneDX or SPDX JSON SBOMs, or directories holding lockfiles.
+    /// Default: the current directory.
     pub paths: Vec<PathBuf>,
     /// Policy file. Default: maestro-policy.toml in the current directory, if present.
     #[arg(long)]
@@ -186,7 +188,8 @@ pub(crate) enum SbomFormat {
 #[derive(Debug, Args)]
 pub(crate) struct SbomArgs {
     /// Lockfiles (Cargo.lock, package-lock.json, npm-shrinkwrap.json, requirements*.txt,
-    /// poetry.lock, go.sum) or directories holding them. Default: the current directory.
+    /// poetry.lock, go.sum) or directories holding them, or an SBOM to convert (CycloneDX
+    /// ↔ SPDX). Default: the current directory.
     pub paths: Vec<PathBuf>,
     #[arg(long, value_enum, default_value_t = SbomFormat::Cyclonedx)]
     pub format: SbomFormat,

@@ -20,7 +20,7 @@ fn failure(err: SbomError) -> Failure {
         ),
         SbomError::Unsupported { .. } => Failure::usage(
             err.to_string(),
-            "pass Cargo.lock, package-lock.json (v2/v3), npm-shrinkwrap.json, requirements*.txt, poetry.lock or go.sum",
+            "pass Cargo.lock, package-lock.json (v2/v3), npm-shrinkwrap.json, requirements*.txt, poetry.lock, go.sum, or a CycloneDX or SPDX JSON SBOM",
         ),
     }
 }
@@ -68,7 +68,7 @@ pub(crate) fn inventory(
     let opts = ReadOptions::from_env();
     let mut inventories = Vec::with_capacity(files.len());
     for f in &files {
-        inventories.push(maestro_sbom::read_lockfile(f, &opts).map_err(failure)?);
+        inventories.push(maestro_sbom::read_input(f, &opts).map_err(failure)?);
     }
     let mut inv = if inventories.len() == 1 {
         inventories.pop().unwrap_or_default()

@@ -13,6 +13,7 @@
 pub mod cargo;
 pub mod cyclonedx;
 pub mod golang;
+pub mod import;
 mod inventory;
 pub mod license;
 pub mod npm;
@@ -199,6 +200,21 @@ pub fn read_lockfile(path: &Path, opts: &ReadOptions) -> Result<Inventory, SbomE
         LockfileKind::Poetry => python::read_poetry(path),
         LockfileKind::GoSum => golang::read(path),
     }
+}
+
+/// Reads a lockfile, or an SBOM (CycloneDX or SPDX JSON) made by Maestro or another tool.
+///
+/// # Errors
+/// As [`read_lockfile`] and [`import::read`].
+pub fn read_input(path: &Path, opts: &ReadOptions) -> Result<Inventory, SbomError> {
+    if LockfileKind::of(path).is_none()
+        && path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"))
+    {
+        return import::read(path);
+    }
+    read_lockfile(path, opts)
 }
 
 /// The output formats.

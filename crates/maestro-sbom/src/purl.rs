@@ -151,3 +151,108 @@ mod tests {
         assert_eq!(pep503("zope.interface"), "zope-interface");
     }
 }
+
+/// A parsed package URL: type, namespace and name (percent-decoded), version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Parsed {
+    pub ty: String,
+    pub namespace: Option<String>,
+    pub name: String,
+    pub version: Option<String>,
+}
+
+impl Parsed {
+    /// The name as the ecosystem writes it: `@scope/name` for npm, the module path for Go,
+    /// the bare name elsewhere.
+    pub fn full_name(&self) -> String {
+        match (&self.namespace, self.ty.as_str()) {
+            (Some(ns), "npm" | "golang") => format!("{ns}/{}", self.name),
+            _ => self.name.clone(),
+        }
+    }
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Ok(v) =
+                u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
+        {
+            out.push(v);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Parses `pkg:TYPE/NAMESPACE/NAME@VERSION?QUALIFIERS#SUBPATH`; `None` when it is not a
+/// purl.
+pub fn parse(purl: &str) -> Option<Parsed> {
+    let rest = purl.strip_prefix("pkg:")?.trim_start_matches('/');
+    let rest = rest.split('#').next()?;
+    let rest = rest.split('?').next()?;
+    let (ty, path) = rest.split_once('/')?;
+    let (path, version) = match path.rsplit_once('@') {
+        Some((p, v)) if !v.is_empty() => (p, Some(decode(v))),
+        _ => (path, None),
+    };
+    let path = path.trim_matches('/');
+    let (namespace, name) = match path.rsplit_once('/') {
+        Some((ns, n)) => (
+            Some(ns.split('/').map(decode).collect::<Vec<_>>().join("/")),
+            n,
+        ),
+        None => (None, path),
+    };
+    if ty.is_empty() || name.is_empty() {
+        return None;
+    }
+    Some(Parsed {
+        ty: ty.to_ascii_lowercase(),
+        namespace,
+        name: decode(name),
+        version,
+    })
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parses_what_build_writes() {
+        for (purl, full, version) in [
+            (
+                "pkg:npm/%40babel/core@7.24.7",
+                "@babel/core",
+                Some("7.24.7"),
+            ),
+            (
+                "pkg:cargo/serde@1.0.0?checksum=sha256:ab",
+                "serde",
+                Some("1.0.0"),
+            ),
+            (
+                "pkg:golang/github.com/pkg/errors@v0.9.1",
+                "github.com/pkg/errors",
+                Some("v0.9.1"),
+            ),
+            ("pkg:pypi/requests", "requests", None),
+        ] {
+            let p = parse(purl).expect(purl);
+            assert_eq!(p.full_name(), full);
+            assert_eq!(p.version.as_deref(), version);
+        }
+        let p = parse(&npm("@types/node", "20.1.0")).expect("round trip");
+        assert_eq!(p.full_name(), "@types/node");
+        assert!(parse("not-a-purl").is_none());
+        assert!(parse("pkg:npm/").is_none());
+    }
+}

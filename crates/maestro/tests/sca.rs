@@ -10,6 +10,20 @@ fn osv_db() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../maestro-sca/tests/data/osv")
 }
 
+/// `maestro sca ARGS` against the fixture database, which is old: no age limit.
+fn sca(repo: &Repo, args: &[&str]) -> std::process::Output {
+    let db = osv_db();
+    let mut all = vec!["sca"];
+    all.extend_from_slice(args);
+    all.extend_from_slice(&[
+        "--db",
+        db.to_str().expect("utf-8 path"),
+        "--max-db-age",
+        "100000d",
+    ]);
+    repo.run(&all)
+}
+
 fn poetry_repo() -> Repo {
     let repo = Repo::new();
     copy_dir(
@@ -22,17 +36,7 @@ fn poetry_repo() -> Repo {
 #[test]
 fn sca_fails_at_the_threshold_and_shows_the_database_age() {
     let repo = poetry_repo();
-    let db = osv_db();
-    let db = db.to_str().expect("utf-8 path");
-    let out = repo.run(&[
-        "sca",
-        "--db",
-        db,
-        "--fail-on",
-        "medium",
-        "--max-db-age",
-        "100000d",
-    ]);
+    let out = sca(&repo, &["--fail-on", "medium"]);
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
@@ -43,6 +47,8 @@ fn sca_fails_at_the_threshold_and_shows_the_database_age() {
     assert!(t.contains("newest change 2024-11-20"), "{t}");
     assert!(t.contains("skipped"), "{t}");
 
+    let db = osv_db();
+    let db = db.to_str().expect("utf-8 path");
     let out = repo.run(&["sca", "--db", db, "--fail-on", "none"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 
@@ -139,4 +145,36 @@ fn licenses_name_the_package_and_the_license() {
     assert_eq!(out.status.code(), Some(2));
     let out = repo.run(&["licenses", "--deny", "GPL-3.0-only"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+}
+
+#[test]
+fn sca_and_licenses_read_an_sbom_as_well_as_a_lockfile() {
+    let repo = poetry_repo();
+    let made = repo.run(&["sbom", "--format", "spdx", "-o", "bom.spdx.json"]);
+    assert!(made.status.success(), "{}", text(&made));
+    let from_lock = text(&sca(&repo, &["--fail-on", "none"]));
+    let out = sca(&repo, &["bom.spdx.json", "--fail-on", "medium"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("pkg:pypi/requests@2.31.0 GHSA-9wx4-h78v-vm56"),
+        "{t}"
+    );
+    // The same findings either way.
+    let ids = |s: &str| {
+        let mut v: Vec<String> = s
+            .lines()
+            .filter(|l| l.contains(" GHSA-") || l.contains(" PYSEC-"))
+            .map(|l| {
+                l.split_whitespace()
+                    .skip(1)
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(ids(&t), ids(&from_lock), "{t}\n---\n{from_lock}");
 }
