@@ -95,6 +95,16 @@ pub fn scan_history(
         .stdout
         .take()
         .ok_or_else(|| SecretsError::Git("no output pipe".into()))?;
+    // Drain stderr concurrently: a git that fills the stderr pipe while we read stdout
+    // would otherwise block forever.
+    let stderr = child.stderr.take();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        if let Some(mut e) = stderr {
+            let _ = std::io::Read::read_to_string(&mut e, &mut err);
+        }
+        err
+    });
     let mut reader = std::io::BufReader::with_capacity(1 << 16, stdout);
     let mut out = Vec::new();
     let mut stats = GitStats::default();
@@ -165,11 +175,8 @@ pub fn scan_history(
     }
     flush(scanner, &mut frag, &commit, &mut out);
     let status = child.wait().map_err(|e| SecretsError::Git(e.to_string()))?;
+    let err = stderr_reader.join().unwrap_or_default();
     if !status.success() {
-        let mut err = String::new();
-        if let Some(mut e) = child.stderr.take() {
-            let _ = std::io::Read::read_to_string(&mut e, &mut err);
-        }
         return Err(SecretsError::Git(format!(
             "git log failed in {}: {}",
             repo.display(),

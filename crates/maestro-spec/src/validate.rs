@@ -776,6 +776,15 @@ fn draft_job(
         }
         None => ctx.toolchains.clone(),
     };
+    // A built-in module runs the maestro that runs the pipeline: its version is part of
+    // the job's cache key, so an upgrade re-runs it.
+    let mut toolchains = toolchains;
+    if module_label
+        .as_deref()
+        .is_some_and(|m| m.starts_with("maestro/"))
+    {
+        toolchains.insert("maestro".to_owned(), env!("CARGO_PKG_VERSION").to_owned());
+    }
 
     if ctx.diags.len() > diags_before {
         return None;

@@ -110,6 +110,11 @@ fn builtin_modules_need_no_modules_directory() {
     assert_eq!(sbom.outputs, ["out/bom.json"]);
     assert!(sbom.run.contains("-o out/bom.json"), "{}", sbom.run);
     assert_eq!(sbom.module.as_deref(), Some("maestro/sbom@1.0.0"));
+    assert_eq!(
+        sbom.toolchains.get("maestro").map(String::as_str),
+        Some(env!("CARGO_PKG_VERSION")),
+        "an upgrade of maestro re-runs built-in jobs"
+    );
     let ev = p.graph.find("ev").expect("ev");
     assert!(!ev.cache);
     assert_eq!(
