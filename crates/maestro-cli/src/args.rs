@@ -89,6 +89,11 @@ pub(crate) enum Command {
     /// Build a job twice from the same commit in two clean directories and compare its
     /// outputs.
     Repro(ReproArgs),
+    /// Policy as code: Rego policies (OPA-compatible, conftest conventions) over files.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -211,6 +216,46 @@ pub(crate) enum KeyAlgorithm {
     EcdsaP256,
     /// Ed25519.
     Ed25519,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PolicyCommand {
+    /// Evaluate deny/violation/warn rules over input files (JSON, YAML; one input per
+    /// YAML document).
+    Eval(PolicyEvalArgs),
+    /// Run the bundle's Rego unit tests (`test_*` rules).
+    Test(PolicyBundleArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyBundleArgs {
+    /// Directory of policies (*.rego) and data files (*.json, *.yaml) beside them.
+    #[arg(long, short = 'p', default_value = ".ci/policies")]
+    pub policy: PathBuf,
+    /// More data files merged into `data`.
+    #[arg(long)]
+    pub data: Vec<PathBuf>,
+    /// Parse the policies as Rego v0 (`deny[msg] { … }`) instead of v1.
+    #[arg(long)]
+    pub rego_v0: bool,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct PolicyEvalArgs {
+    #[command(flatten)]
+    pub bundle: PolicyBundleArgs,
+    /// Input files: Terraform plan JSON (`terraform show -json`), Kubernetes manifests,
+    /// rendered Helm output, any JSON or YAML.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Packages whose rules are evaluated (conftest's namespaces). Default: main.
+    #[arg(long, short = 'n')]
+    pub namespace: Vec<String>,
+    /// Evaluate the rules of every package.
+    #[arg(long, conflicts_with = "namespace")]
+    pub all_namespaces: bool,
 }
 
 /// The private key's password comes from MAESTRO_KEY_PASSWORD, else COSIGN_PASSWORD.

@@ -9,6 +9,7 @@
 
 mod args;
 mod cmd_cache;
+mod cmd_policy;
 mod cmd_repro;
 mod cmd_run;
 mod cmd_runs;
@@ -68,6 +69,7 @@ pub fn main() -> ExitCode {
         Command::Licenses(a) => cmd_sca::licenses(&a),
         Command::Secrets(a) => cmd_secrets::secrets(&a),
         Command::Repro(a) => cmd_repro::repro(&a),
+        Command::Policy { command } => cmd_policy::policy(&command),
     };
     match result {
         Ok(code) => exit::code(code),
