@@ -225,6 +225,15 @@ pub(crate) enum PolicyCommand {
     Eval(PolicyEvalArgs),
     /// Run the bundle's Rego unit tests (`test_*` rules).
     Test(PolicyBundleArgs),
+    /// Write Maestro's starter bundle (with its tests) into a directory.
+    Init {
+        /// Where to write it.
+        #[arg(long, default_value = ".ci/policies")]
+        dir: PathBuf,
+        /// Replace existing files of the same names.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -36,7 +36,33 @@ pub(crate) fn policy(command: &PolicyCommand) -> Result<u8, Failure> {
     match command {
         PolicyCommand::Eval(a) => eval(a),
         PolicyCommand::Test(a) => test(a),
+        PolicyCommand::Init { dir, force } => init(dir, *force),
     }
+}
+
+fn init(dir: &std::path::Path, force: bool) -> Result<u8, Failure> {
+    let existing: Vec<String> = maestro_policy::STARTER
+        .iter()
+        .filter(|(name, _)| dir.join(name).exists())
+        .map(|(name, _)| name.to_string())
+        .collect();
+    if !existing.is_empty() && !force {
+        return Err(Failure::usage(
+            format!("{} already holds {}", dir.display(), existing.join(", ")),
+            "pass --force to replace them, or --dir to write elsewhere",
+        ));
+    }
+    for (name, text) in maestro_policy::STARTER {
+        maestro_sign::write_atomic(&dir.join(name), text.as_bytes(), 0o644)
+            .map_err(|e| Failure::env(e, "choose a writable --dir"))?;
+    }
+    println!(
+        "wrote the starter bundle ({} files) to {}: `maestro policy test --policy {}` runs its tests",
+        maestro_policy::STARTER.len(),
+        dir.display(),
+        dir.display()
+    );
+    Ok(exit::OK)
 }
 
 fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {

@@ -17,6 +17,29 @@ use std::path::{Path, PathBuf};
 use regorus::unstable::Rule;
 use serde::Serialize;
 
+/// The starter bundle `maestro policy init` writes: (file name, contents).
+pub const STARTER: &[(&str, &str)] = &[
+    ("data.yaml", include_str!("../starter/data.yaml")),
+    (
+        "kubernetes.rego",
+        include_str!("../starter/kubernetes.rego"),
+    ),
+    (
+        "kubernetes_test.rego",
+        include_str!("../starter/kubernetes_test.rego"),
+    ),
+    ("licenses.rego", include_str!("../starter/licenses.rego")),
+    (
+        "licenses_test.rego",
+        include_str!("../starter/licenses_test.rego"),
+    ),
+    ("terraform.rego", include_str!("../starter/terraform.rego")),
+    (
+        "terraform_test.rego",
+        include_str!("../starter/terraform_test.rego"),
+    ),
+];
+
 /// Policy, data and input files larger than this are refused.
 pub const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
 

@@ -19,6 +19,11 @@ pub const BUILTIN: &[(&str, &str, &str)] = &[
         include_str!("builtin/evidence-1.0.0.yaml"),
     ),
     (
+        "infra-plan",
+        "1.0.0",
+        include_str!("builtin/infra-plan-1.0.0.yaml"),
+    ),
+    (
         "licenses",
         "1.0.0",
         include_str!("builtin/licenses-1.0.0.yaml"),

@@ -86,3 +86,48 @@ fn policy_test_runs_the_bundles_tests() {
         "{t}"
     );
 }
+
+#[test]
+fn init_writes_the_starter_bundle_whose_tests_pass() {
+    let repo = Repo::new();
+    let out = repo.run(&["policy", "init"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let out = repo.run(&["policy", "test"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("PASS data.kubernetes.test_privileged_denied"),
+        "{t}"
+    );
+    // Nothing is overwritten by accident.
+    let again = repo.run(&["policy", "init"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(text(&again).contains("--force"));
+}
+
+#[test]
+fn the_infra_plan_gate_blocks_a_bad_plan_and_passes_a_good_one() {
+    let repo = Repo::new();
+    assert!(repo.run(&["policy", "init"]).status.success());
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../maestro-policy/tests/data/inputs");
+    std::fs::copy(data.join("plan.json"), repo.path().join("plan.json")).expect("copy");
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  policy:\n    uses: maestro/infra-plan@1\n    with: { inputs: plan.json }\n  publish:\n    gate: publish\n    run: echo built > built.txt\n",
+    );
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("gate infra-plan is red"), "{out}");
+    assert!(out.contains("makes the S3 bucket public"), "{out}");
+    assert!(
+        !repo.path().join("built.txt").exists(),
+        "publish never starts"
+    );
+
+    repo.write(
+        "plan.json",
+        r#"{"format_version": "1.2", "resource_changes": [{"address": "aws_s3_bucket_acl.site", "type": "aws_s3_bucket_acl", "change": {"actions": ["create"], "after": {"acl": "private"}}}]}"#,
+    );
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+}
