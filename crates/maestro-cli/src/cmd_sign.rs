@@ -207,12 +207,6 @@ fn load_artifact(path: &Path, needs_bytes: bool) -> Result<Loaded, Failure> {
     })
 }
 
-fn suffixed(path: &Path, suffix: &str) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(suffix);
-    PathBuf::from(s)
-}
-
 pub(crate) fn sign(args: &SignArgs) -> Result<u8, Failure> {
     if args.bundle.is_some() && args.artifacts.len() > 1 {
         return Err(Failure::usage(
@@ -229,7 +223,7 @@ pub(crate) fn sign(args: &SignArgs) -> Result<u8, Failure> {
         let out = args
             .bundle
             .clone()
-            .unwrap_or_else(|| suffixed(path, ".sigstore.json"));
+            .unwrap_or_else(|| Kind::Signature.bundle_path(path));
         write(&out, bundle.to_json().as_bytes(), 0o644)?;
         println!(
             "signed {} sha256:{} -> {}",

@@ -19,6 +19,10 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
+fn purls(inv: &Inventory) -> Vec<&str> {
+    inv.components.iter().map(|c| c.purl.as_str()).collect()
+}
+
 fn read(rel: &str) -> Inventory {
     read_lockfile(&data(rel), &ReadOptions::default()).expect("fixture reads")
 }
@@ -347,7 +351,7 @@ fn poetry_lock_with_groups_and_pyproject_roots() {
 #[test]
 fn requirements_follow_includes_pins_and_hashes() {
     let inv = read("requirements/requirements.txt");
-    let purls: Vec<&str> = inv.components.iter().map(|c| c.purl.as_str()).collect();
+    let purls = purls(&inv);
     assert_eq!(
         purls,
         [
@@ -381,7 +385,7 @@ fn requirements_follow_includes_pins_and_hashes() {
 #[test]
 fn go_sum_lists_built_modules_and_go_mod_roots() {
     let inv = read("go/go.sum");
-    let purls: Vec<&str> = inv.components.iter().map(|c| c.purl.as_str()).collect();
+    let purls = purls(&inv);
     assert_eq!(
         purls,
         [
