@@ -225,6 +225,19 @@ pub(crate) enum PolicyCommand {
     Eval(PolicyEvalArgs),
     /// Run the bundle's Rego unit tests (`test_*` rules).
     Test(PolicyBundleArgs),
+    /// List the waivers with their status (active, expiring, expired) and recent uses.
+    Waivers {
+        /// The waiver file.
+        #[arg(long, default_value = ".ci/waivers.yaml")]
+        file: PathBuf,
+        /// How many recorded uses to show.
+        #[arg(long, default_value_t = 20)]
+        uses: usize,
+        #[arg(long, env = "MAESTRO_HOME")]
+        home: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Write Maestro's starter bundle (with its tests) into a directory.
     Init {
         /// Where to write it.
@@ -265,6 +278,13 @@ pub(crate) struct PolicyEvalArgs {
     /// Evaluate the rules of every package.
     #[arg(long, conflicts_with = "namespace")]
     pub all_namespaces: bool,
+    /// Waivers (rule, resource, reason, approver, expires). Default: .ci/waivers.yaml when
+    /// it exists.
+    #[arg(long, value_name = "FILE")]
+    pub waivers: Option<PathBuf>,
+    /// Maestro's working directory, where waiver uses are recorded. Default: `.maestro/`.
+    #[arg(long, env = "MAESTRO_HOME")]
+    pub home: Option<PathBuf>,
 }
 
 /// The private key's password comes from MAESTRO_KEY_PASSWORD, else COSIGN_PASSWORD.

@@ -5,6 +5,8 @@ use serde_json::json;
 
 use crate::args::{PolicyBundleArgs, PolicyCommand, PolicyEvalArgs};
 use crate::exit::{self, Failure};
+use crate::waive::{Waiving, gate_paths};
+use maestro_waiver::Subject;
 
 fn failure(e: PolicyError) -> Failure {
     match e {
@@ -37,6 +39,12 @@ pub(crate) fn policy(command: &PolicyCommand) -> Result<u8, Failure> {
         PolicyCommand::Eval(a) => eval(a),
         PolicyCommand::Test(a) => test(a),
         PolicyCommand::Init { dir, force } => init(dir, *force),
+        PolicyCommand::Waivers {
+            file,
+            uses,
+            home,
+            json,
+        } => waivers(file, *uses, home.clone(), *json),
     }
 }
 
@@ -74,24 +82,55 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
     } else {
         Some(a.namespace.clone())
     };
+    let mut waiving = Waiving::load("policy", a.waivers.as_deref())?;
     let mut report = Vec::new();
-    let (mut failures, mut warnings, mut inputs) = (0usize, 0usize, 0usize);
+    let (mut failures, mut warnings, mut waived, mut inputs) = (0usize, 0usize, 0usize, 0usize);
     for path in &a.inputs {
         for input in maestro_policy::read_inputs(path).map_err(failure)? {
             let out = bundle
                 .eval(namespaces.as_deref(), &input.value)
                 .map_err(failure)?;
             inputs += 1;
-            failures += out.failures.len();
-            warnings += out.warnings.len();
             let shown = if input.document > 0 || path.extension().is_some_and(|e| e != "json") {
                 format!("{} (document {})", path.display(), input.document + 1)
             } else {
                 path.display().to_string()
             };
+            let input_name = path.display().to_string();
+            let mut counted = Vec::new();
+            let mut excused = Vec::new();
+            for m in out.failures {
+                let verdict = waiving.check(&Subject {
+                    ids: &[m.rule.as_str()],
+                    resource: m.details.get("resource").and_then(|r| r.as_str()),
+                    message: &m.msg,
+                    input: Some(&input_name),
+                });
+                let mut entry = serde_json::to_value(&m).unwrap_or_default();
+                if let Some(note) = verdict.note() {
+                    entry["waiver"] = json!(note);
+                }
+                if verdict.waived() {
+                    excused.push((m, verdict, entry));
+                } else {
+                    counted.push((m, verdict, entry));
+                }
+            }
+            failures += counted.len();
+            waived += excused.len();
+            warnings += out.warnings.len();
             if !a.bundle.json {
-                for m in &out.failures {
+                for (m, verdict, _) in &counted {
                     println!("FAIL {shown}: {} ({})", m.msg, m.rule);
+                    if let Some(note) = verdict.note() {
+                        println!("     {note}");
+                    }
+                }
+                for (m, verdict, _) in &excused {
+                    println!("WAIVED {shown}: {} ({})", m.msg, m.rule);
+                    if let Some(note) = verdict.note() {
+                        println!("     {note}");
+                    }
                 }
                 for m in &out.warnings {
                     println!("WARN {shown}: {} ({})", m.msg, m.rule);
@@ -101,11 +140,13 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
                 "input": path,
                 "document": input.document,
                 "rules_evaluated": out.rules_evaluated,
-                "failures": out.failures,
+                "failures": counted.into_iter().map(|(_, _, e)| e).collect::<Vec<_>>(),
+                "waived": excused.into_iter().map(|(_, _, e)| e).collect::<Vec<_>>(),
                 "warnings": out.warnings,
             }));
         }
     }
+    waiving.record(&gate_paths(a.home.clone()))?;
     if a.bundle.json {
         println!(
             "{}",
@@ -114,7 +155,7 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
     }
     let rules = bundle.checks(namespaces.as_deref()).len();
     eprintln!(
-        "policy: {inputs} input(s), {rules} rule(s) each from {} · {failures} failure(s), {warnings} warning(s)",
+        "policy: {inputs} input(s), {rules} rule(s) each from {} · {failures} failure(s), {waived} waived, {warnings} warning(s)",
         namespaces.map_or_else(|| "every package".to_owned(), |n| n.join(", "))
     );
     Ok(if failures > 0 {
@@ -122,6 +163,82 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
     } else {
         exit::OK
     })
+}
+
+fn waivers(
+    file: &std::path::Path,
+    limit: usize,
+    home: Option<std::path::PathBuf>,
+    as_json: bool,
+) -> Result<u8, Failure> {
+    use maestro_store::Store as _;
+    let w = maestro_waiver::Waivers::load(file, true).map_err(crate::waive::waiver_failure)?;
+    let now = jiff::Timestamp::now();
+    let paths = gate_paths(home);
+    let uses = if paths.store().exists() {
+        crate::open_store(&paths)?
+            .waiver_uses(limit)
+            .map_err(|e| Failure::env(e, "the store is .maestro/store.db"))?
+    } else {
+        Vec::new()
+    };
+    if as_json {
+        let list: Vec<_> = w
+            .list
+            .iter()
+            .map(|x| {
+                let mut v = serde_json::to_value(x).unwrap_or_default();
+                v["status"] = json!(x.status(now));
+                v
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&json!({"waivers": list, "uses": uses}))
+                .unwrap_or_default()
+        );
+        return Ok(exit::OK);
+    }
+    for x in &w.list {
+        let status = match x.status(now) {
+            maestro_waiver::Status::Active => "active",
+            maestro_waiver::Status::Expiring => "EXPIRING",
+            maestro_waiver::Status::Expired => "EXPIRED",
+        };
+        println!(
+            "[{}] {status:<8} {} on {} until {} (approved by {}): {}",
+            x.index, x.rule, x.resource, x.expires, x.approver, x.reason
+        );
+    }
+    if !uses.is_empty() {
+        println!("recent uses:");
+        for u in &uses {
+            let when = jiff::Timestamp::from_millisecond(u.created_at_ms)
+                .map(|t| t.to_string())
+                .unwrap_or_default();
+            println!(
+                "  {when} {} {} on {} by {}[{}]{}{}",
+                u.gate,
+                u.rule,
+                u.subject,
+                u.source,
+                u.waiver_index,
+                u.run_id.map(|r| format!(" in run {r}")).unwrap_or_default(),
+                if u.expired {
+                    " (EXPIRED: not waived)"
+                } else {
+                    ""
+                }
+            );
+        }
+    }
+    eprintln!(
+        "waivers: {} in {}, {} recorded use(s) shown",
+        w.list.len(),
+        file.display(),
+        uses.len()
+    );
+    Ok(exit::OK)
 }
 
 fn test(a: &PolicyBundleArgs) -> Result<u8, Failure> {

@@ -20,6 +20,7 @@ mod cmd_sign;
 mod exit;
 mod render;
 mod settings;
+mod waive;
 
 use std::process::ExitCode;
 

@@ -135,4 +135,14 @@ pub trait Store: Send {
     /// # Errors
     /// On database failure.
     fn repro_for_run(&mut self, run_id: i64) -> Result<Vec<ReproRow>, StoreError>;
+    /// Records waiver uses, all or none; a `run_id` naming no run is stored as none.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn waiver_record(&mut self, rows: &[WaiverUseRow]) -> Result<(), StoreError>;
+    /// The latest waiver uses, newest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn waiver_uses(&mut self, limit: usize) -> Result<Vec<WaiverUseRow>, StoreError>;
 }

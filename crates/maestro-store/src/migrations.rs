@@ -97,4 +97,23 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX repro_by_run ON repro_checks(run_id);
     ",
+    // 3: every use of a waiver (policy and migration gates), expired ones included.
+    r"
+    CREATE TABLE waiver_uses (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        job TEXT,
+        gate TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        subject TEXT NOT NULL,
+        source TEXT NOT NULL,
+        waiver_index INTEGER NOT NULL,
+        reason TEXT NOT NULL,
+        approver TEXT NOT NULL,
+        expires TEXT NOT NULL,
+        expired INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX waiver_uses_by_time ON waiver_uses(created_at);
+    ",
 ];

@@ -199,3 +199,27 @@ pub struct ReproRow {
     pub report: String,
     pub created_at_ms: i64,
 }
+
+/// One use of a waiver: a finding it excused, or tried to excuse after it expired.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WaiverUseRow {
+    pub id: i64,
+    /// The pipeline run whose gate used it (`MAESTRO_RUN_ID`), if it ran in one.
+    pub run_id: Option<i64>,
+    pub job: Option<String>,
+    /// Which check: `policy` or `migration`.
+    pub gate: String,
+    /// The finding's rule or code.
+    pub rule: String,
+    /// What the finding was about: its resource, or its message.
+    pub subject: String,
+    /// The waiver file and the waiver's position in it.
+    pub source: String,
+    pub waiver_index: i64,
+    pub reason: String,
+    pub approver: String,
+    pub expires: String,
+    /// True when the waiver had expired, so it did not waive.
+    pub expired: bool,
+    pub created_at_ms: i64,
+}

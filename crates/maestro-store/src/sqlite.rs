@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::migrations::MIGRATIONS;
 use crate::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, ReproRow,
-    RunDetail, RunRow, RunStatus, Store, StoreError, TestRow,
+    RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, WaiverUseRow,
 };
 
 /// The embedded store.
@@ -542,6 +542,62 @@ impl Store for SqliteStore {
                 reproducible: r.get(4)?,
                 report: r.get(5)?,
                 created_at_ms: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<Vec<_>, _>>()?)
+    }
+
+    fn waiver_record(&mut self, rows: &[WaiverUseRow]) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare(
+                "INSERT INTO waiver_uses (run_id, job, gate, rule, subject, source, waiver_index,
+                     reason, approver, expires, expired, created_at)
+                 VALUES ((SELECT id FROM runs WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
+                     ?11, ?12)",
+            )?;
+            for r in rows {
+                stmt.execute(params![
+                    r.run_id,
+                    r.job,
+                    r.gate,
+                    r.rule,
+                    r.subject,
+                    r.source,
+                    r.waiver_index,
+                    r.reason,
+                    r.approver,
+                    r.expires,
+                    r.expired,
+                    r.created_at_ms
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    fn waiver_uses(&mut self, limit: usize) -> Result<Vec<WaiverUseRow>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, run_id, job, gate, rule, subject, source, waiver_index, reason, approver,
+                    expires, expired, created_at
+             FROM waiver_uses ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt.query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], |r| {
+            Ok(WaiverUseRow {
+                id: r.get(0)?,
+                run_id: r.get(1)?,
+                job: r.get(2)?,
+                gate: r.get(3)?,
+                rule: r.get(4)?,
+                subject: r.get(5)?,
+                source: r.get(6)?,
+                waiver_index: r.get(7)?,
+                reason: r.get(8)?,
+                approver: r.get(9)?,
+                expires: r.get(10)?,
+                expired: r.get(11)?,
+                created_at_ms: r.get(12)?,
             })
         })?;
         Ok(rows.collect::<Result<Vec<_>, _>>()?)

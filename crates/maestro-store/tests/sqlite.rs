@@ -2,7 +2,7 @@
 
 use maestro_store::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, JobRow, NewRun, ReproRow, RunStatus, SqliteStore,
-    Store, TestRow,
+    Store, TestRow, WaiverUseRow,
 };
 
 fn job(name: &str, status: &str, cache: &str) -> JobRow {
@@ -72,7 +72,7 @@ fn runs_round_trip_and_interrupted_runs_are_marked() {
     let run_id;
     {
         let mut s = SqliteStore::open(&path).expect("open");
-        assert_eq!(s.schema_version().expect("version"), 2);
+        assert_eq!(s.schema_version().expect("version"), 3);
         run_id = s
             .begin_run(&NewRun {
                 pipeline: "p".into(),
@@ -179,8 +179,8 @@ fn a_newer_schema_is_refused() {
     assert!(err.to_string().contains("newer than this Maestro"), "{err}");
 }
 
-#[test]
-fn repro_checks_attach_to_their_run() {
+/// A store in a temporary directory with one run begun.
+fn store_with_run() -> (tempfile::TempDir, SqliteStore, i64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut s = SqliteStore::open(&dir.path().join("store.db")).expect("open");
     let run = s
@@ -190,6 +190,12 @@ fn repro_checks_attach_to_their_run() {
             ..NewRun::default()
         })
         .expect("begin");
+    (dir, s, run)
+}
+
+#[test]
+fn repro_checks_attach_to_their_run() {
+    let (_dir, mut s, run) = store_with_run();
     let row = ReproRow {
         run_id: Some(run),
         job: "package".into(),
@@ -213,4 +219,52 @@ fn repro_checks_attach_to_their_run() {
         ..row
     };
     assert!(s.repro_record(&dangling).is_err());
+}
+
+#[test]
+fn waiver_uses_are_recorded_newest_first() {
+    let (_dir, mut s, run) = store_with_run();
+    let used = WaiverUseRow {
+        run_id: Some(run),
+        job: Some("infra-plan".into()),
+        gate: "policy".into(),
+        rule: "terraform.deny_public_s3".into(),
+        subject: "aws_s3_bucket.site".into(),
+        source: ".ci/waivers.yaml".into(),
+        waiver_index: 0,
+        reason: "CDN".into(),
+        approver: "alice".into(),
+        expires: "2026-12-31".into(),
+        expired: false,
+        created_at_ms: 10,
+        ..WaiverUseRow::default()
+    };
+    // A run id from another store is kept as no run rather than refused: the use itself
+    // must never be lost.
+    let elsewhere = WaiverUseRow {
+        run_id: Some(run + 100),
+        expired: true,
+        created_at_ms: 11,
+        ..used.clone()
+    };
+    s.waiver_record(&[used.clone(), elsewhere.clone()])
+        .expect("record");
+    let got = s.waiver_uses(10).expect("list");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0],
+        WaiverUseRow {
+            id: got[0].id,
+            run_id: None,
+            ..elsewhere
+        }
+    );
+    assert_eq!(
+        got[1],
+        WaiverUseRow {
+            id: got[1].id,
+            ..used
+        }
+    );
+    assert_eq!(s.waiver_uses(1).expect("list").len(), 1);
 }

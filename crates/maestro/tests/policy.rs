@@ -26,7 +26,7 @@ fn eval_fails_on_deny_and_names_rule_input_and_document() {
         "{t}"
     );
     assert!(
-        t.contains("1 input(s), 3 rule(s) each from main · 2 failure(s), 1 warning(s)"),
+        t.contains("1 input(s), 3 rule(s) each from main · 2 failure(s), 0 waived, 1 warning(s)"),
         "{t}"
     );
 
@@ -130,4 +130,81 @@ fn the_infra_plan_gate_blocks_a_bad_plan_and_passes_a_good_one() {
     );
     let (code, out) = repo.maestro_run(&[]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn waivers_excuse_named_findings_until_they_expire_and_every_use_is_recorded() {
+    let repo = repo();
+    repo.write(
+        ".ci/waivers.yaml",
+        "waivers:\n\
+         - rule: main.deny\n\
+         \x20 resource: aws_s3_bucket_acl.site\n\
+         \x20 reason: static website behind the CDN (INC-2231)\n\
+         \x20 approver: alice@example.com\n\
+         \x20 expires: 2999-12-31\n",
+    );
+    let out = repo.run(&["policy", "eval", "plan.json"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "one finding is left: {t}");
+    assert!(
+        t.contains("WAIVED plan.json: aws_s3_bucket_acl.site: S3 bucket ACL \"public-read\" makes the bucket public (main.deny)"),
+        "{t}"
+    );
+    assert!(
+        t.contains(
+            "waived until 2999-12-31 by alice@example.com: static website behind the CDN (INC-2231)"
+        ),
+        "{t}"
+    );
+    assert!(t.contains("1 failure(s), 1 waived, 1 warning(s)"), "{t}");
+
+    // The same waiver, expired: it stops waiving and says so.
+    repo.write(
+        ".ci/waivers.yaml",
+        &repo
+            .read(".ci/waivers.yaml")
+            .replace("2999-12-31", "2020-01-31"),
+    );
+    let out = repo.run(&["policy", "eval", "plan.json"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("FAIL plan.json: aws_s3_bucket_acl.site: S3 bucket ACL"),
+        "{t}"
+    );
+    assert!(
+        t.contains("waiver .ci/waivers.yaml[0] expired 2020-01-31 (approved by alice@example.com"),
+        "{t}"
+    );
+    assert!(t.contains("it no longer waives"), "{t}");
+    assert!(t.contains("2 failure(s), 0 waived"), "{t}");
+
+    // Both uses are in the store, newest first, the expired one marked.
+    let out = repo.run(&["policy", "waivers", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v["waivers"][0]["status"], "expired");
+    let uses = v["uses"].as_array().expect("uses");
+    assert_eq!(uses.len(), 2, "{v}");
+    assert_eq!(uses[0]["expired"], true);
+    assert_eq!(uses[1]["expired"], false);
+    assert_eq!(uses[1]["rule"], "main.deny");
+    assert_eq!(uses[1]["approver"], "alice@example.com");
+}
+
+#[test]
+fn an_invalid_waiver_names_the_waiver_and_field() {
+    let repo = repo();
+    repo.write(
+        "w.yaml",
+        "waivers:\n- rule: main.deny\n  resource: x\n  reason: r\n  approver: a\n",
+    );
+    let out = repo.run(&["policy", "eval", "plan.json", "--waivers", "w.yaml"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(2), "{t}");
+    assert!(
+        t.contains("w.yaml: waivers[0].expires is missing: waivers are time-bound"),
+        "{t}"
+    );
 }
