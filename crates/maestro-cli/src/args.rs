@@ -94,6 +94,63 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// The migration gate: up/down/plan per migration, up→down→up on a shadow database,
+    /// schema diff and SQL lint.
+    Migrate {
+        #[command(subcommand)]
+        command: MigrateCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum MigrateCommand {
+    /// Check the migrations (those changed since --base, or all).
+    Check(MigrateCheckArgs),
+    /// List the lint and structure rules with their codes.
+    Rules {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MigrateCheckArgs {
+    /// Directories of migrations (NAME.up.sql/NAME.down.sql/NAME.plan.md, or
+    /// NAME/{up.sql,down.sql,plan.md}).
+    #[arg(long = "dir", default_value = "migrations")]
+    pub dirs: Vec<PathBuf>,
+    /// The shadow database: `sqlite` (in memory), or a PostgreSQL server URL on which a
+    /// throwaway database is created and dropped.
+    #[arg(
+        long,
+        env = "MAESTRO_MIGRATE_DATABASE",
+        default_value = "sqlite",
+        hide_env_values = true
+    )]
+    pub database: String,
+    /// Check only the migrations changed since the merge base with this ref (e.g.
+    /// origin/main); all are still replayed. Default: check every migration.
+    #[arg(long)]
+    pub base: Option<String>,
+    /// Labels of the change (repeatable). Also read from MAESTRO_LABELS (comma-separated)
+    /// and from the GitHub event at GITHUB_EVENT_PATH.
+    #[arg(long = "label")]
+    pub labels: Vec<String>,
+    /// The label that approves lint findings.
+    #[arg(long, default_value = "migration-approved")]
+    pub approval_label: String,
+    /// Waivers (rule = code or name, resource = migration). Default: .ci/waivers.yaml when
+    /// it exists.
+    #[arg(long, value_name = "FILE")]
+    pub waivers: Option<PathBuf>,
+    /// Where the dry run, schema diff, schema and report are written.
+    #[arg(long, default_value = "migration-report")]
+    pub out: PathBuf,
+    /// Maestro's working directory, where waiver uses are recorded. Default: `.maestro/`.
+    #[arg(long, env = "MAESTRO_HOME")]
+    pub home: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

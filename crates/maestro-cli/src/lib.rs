@@ -9,6 +9,7 @@
 
 mod args;
 mod cmd_cache;
+mod cmd_migrate;
 mod cmd_policy;
 mod cmd_repro;
 mod cmd_run;
@@ -71,6 +72,7 @@ pub fn main() -> ExitCode {
         Command::Secrets(a) => cmd_secrets::secrets(&a),
         Command::Repro(a) => cmd_repro::repro(&a),
         Command::Policy { command } => cmd_policy::policy(&command),
+        Command::Migrate { command } => cmd_migrate::migrate(&command),
     };
     match result {
         Ok(code) => exit::code(code),

@@ -75,9 +75,7 @@ impl Waiving {
         };
         let w = hit.waiver;
         self.uses.push(WaiverUseRow {
-            run_id: std::env::var("MAESTRO_RUN_ID")
-                .ok()
-                .and_then(|v| v.parse().ok()),
+            run_id: run_id(),
             job: std::env::var("MAESTRO_JOB").ok(),
             gate: self.gate.to_owned(),
             rule: subject.ids.first().copied().unwrap_or_default().to_owned(),
@@ -99,6 +97,25 @@ impl Waiving {
         }
     }
 
+    /// Records a finding let through by an approval label (audited like a waiver).
+    pub(crate) fn record_label(&mut self, rule: &str, subject: &str, label: &str) {
+        self.uses.push(WaiverUseRow {
+            run_id: run_id(),
+            job: std::env::var("MAESTRO_JOB").ok(),
+            gate: self.gate.to_owned(),
+            rule: rule.to_owned(),
+            subject: subject.to_owned(),
+            source: format!("label {label}"),
+            waiver_index: -1,
+            reason: format!("the change carries the `{label}` label"),
+            approver: "label".to_owned(),
+            expires: String::new(),
+            expired: false,
+            created_at_ms: self.now.as_millisecond(),
+            ..WaiverUseRow::default()
+        });
+    }
+
     /// Writes the uses to the store, all or none. A gate that waived something and cannot
     /// record it fails: an unrecorded waiver is not a waiver.
     pub(crate) fn record(self, paths: &Paths) -> Result<usize, Failure> {
@@ -114,6 +131,12 @@ impl Waiving {
         })?;
         Ok(self.uses.len())
     }
+}
+
+fn run_id() -> Option<i64> {
+    std::env::var("MAESTRO_RUN_ID")
+        .ok()
+        .and_then(|v| v.parse().ok())
 }
 
 /// The store of the repository a gate runs in.

@@ -28,6 +28,11 @@ pub const BUILTIN: &[(&str, &str, &str)] = &[
         "1.0.0",
         include_str!("builtin/licenses-1.0.0.yaml"),
     ),
+    (
+        "migration",
+        "1.0.0",
+        include_str!("builtin/migration-1.0.0.yaml"),
+    ),
     ("repro", "1.0.0", include_str!("builtin/repro-1.0.0.yaml")),
     ("sbom", "1.0.0", include_str!("builtin/sbom-1.0.0.yaml")),
     ("sca", "1.0.0", include_str!("builtin/sca-1.0.0.yaml")),

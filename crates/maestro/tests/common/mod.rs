@@ -54,6 +54,9 @@ impl Repo {
             .current_dir(self.path())
             .env_remove("MAESTRO_HOME")
             .env_remove("GITHUB_STEP_SUMMARY")
+            .env_remove("GITHUB_EVENT_PATH")
+            .env_remove("MAESTRO_LABELS")
+            .env_remove("MAESTRO_MIGRATE_DATABASE")
             .env("NO_COLOR", "1");
         c
     }
