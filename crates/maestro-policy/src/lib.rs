@@ -222,7 +222,8 @@ fn is_yaml(path: &Path) -> bool {
 }
 
 fn to_value(json: &serde_json::Value) -> Result<regorus::Value, String> {
-    regorus::Value::from_json_str(&json.to_string()).map_err(|e| e.to_string())
+    // Straight from the tree: no JSON text in between.
+    <regorus::Value as serde::Deserialize>::deserialize(json).map_err(|e| e.to_string())
 }
 
 impl Bundle {
@@ -316,6 +317,18 @@ impl Bundle {
             .collect()
     }
 
+    /// [`Bundle::eval`] on a JSON value.
+    ///
+    /// # Errors
+    /// As [`Bundle::eval`].
+    pub fn eval_json(
+        &self,
+        namespaces: Option<&[String]>,
+        input: &serde_json::Value,
+    ) -> Result<Outcome, PolicyError> {
+        self.eval(namespaces, &to_value(input).map_err(PolicyError::Eval)?)
+    }
+
     /// Evaluates the checks of `namespaces` (`None`: all) against one input document.
     ///
     /// # Errors
@@ -323,7 +336,7 @@ impl Bundle {
     pub fn eval(
         &self,
         namespaces: Option<&[String]>,
-        input: &serde_json::Value,
+        input: &Value,
     ) -> Result<Outcome, PolicyError> {
         let checks = self.checks(namespaces);
         if checks.is_empty() {
@@ -338,7 +351,8 @@ impl Bundle {
             )));
         }
         let mut engine = self.engine.clone();
-        engine.set_input(to_value(input).map_err(PolicyError::Eval)?);
+        // A cheap clone: values share their contents.
+        engine.set_input(input.clone());
         let mut out = Outcome {
             rules_evaluated: checks.len(),
             ..Outcome::default()
@@ -420,13 +434,36 @@ impl Bundle {
     }
 }
 
+/// The documents of a multi-document YAML text, nulls included.
+///
+/// Rendered charts run to thousands of documents: the parser's default budget (1,024
+/// documents, 250,000 nodes) is sized for configuration files. Inputs are already capped
+/// at [`MAX_FILE_BYTES`]; the alias-expansion limits stay as they are.
+///
+/// # Errors
+/// The parser's message, with line and column.
+pub fn yaml_documents(text: &str) -> Result<Vec<Value>, String> {
+    let options = serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_documents: 1_000_000,
+            max_nodes: 50_000_000,
+            max_events: 100_000_000,
+        },
+    };
+    serde_saphyr::from_str_multiple_with_options::<Value, _>(text, options)
+        .map_err(|e| e.to_string())
+}
+
+/// A policy input or data value (the engine's own, so inputs are converted once).
+pub use regorus::Value;
+
 /// One input document: where it came from and its value.
 #[derive(Clone, Debug)]
 pub struct Input {
     pub path: PathBuf,
     /// 0-based index of the document in a multi-document YAML file.
     pub document: usize,
-    pub value: serde_json::Value,
+    pub value: Value,
 }
 
 /// Reads an input file: JSON (one document; a Terraform plan is plain JSON) or YAML (each
@@ -441,19 +478,24 @@ pub fn read_inputs(path: &Path) -> Result<Vec<Input>, PolicyError> {
         path: path.to_owned(),
         message,
     };
-    let values: Vec<serde_json::Value> = if is_yaml(path) {
-        serde_saphyr::from_str_multiple::<serde_json::Value, _>(&text)
-            .map_err(|e| bad(format!("not YAML: {e}")))?
+    let values: Vec<Value> = if is_yaml(path) {
+        yaml_documents(&text).map_err(|e| bad(format!("not YAML: {e}")))?
     } else {
-        vec![
-            serde_json::from_str(&text)
-                .map_err(|e| bad(format!("not JSON: line {}: {e}", e.line())))?,
-        ]
+        // Straight into the engine's values; on failure, serde_json names the line.
+        match Value::from_json_str(&text) {
+            Ok(v) => vec![v],
+            Err(e) => {
+                let line = serde_json::from_str::<serde::de::IgnoredAny>(&text)
+                    .err()
+                    .map_or_else(|| e.to_string(), |e| format!("line {}: {e}", e.line()));
+                return Err(bad(format!("not JSON: {line}")));
+            }
+        }
     };
     Ok(values
         .into_iter()
         .enumerate()
-        .filter(|(_, v)| !v.is_null())
+        .filter(|(_, v)| *v != Value::Null)
         .map(|(document, value)| Input {
             path: path.to_owned(),
             document,

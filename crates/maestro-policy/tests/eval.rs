@@ -55,7 +55,7 @@ fn a_compliant_plan_passes() {
         "address": "aws_s3_bucket_acl.site", "type": "aws_s3_bucket_acl",
         "change": {"actions": ["update"], "after": {"acl": "private"}}
     }]});
-    let out = b.eval(Some(&ns(&["main"])), &plan).expect("eval");
+    let out = b.eval_json(Some(&ns(&["main"])), &plan).expect("eval");
     assert!(out.failures.is_empty(), "{:?}", out.failures);
     assert!(out.warnings.is_empty(), "{:?}", out.warnings);
 }
@@ -189,7 +189,20 @@ fn rego_v0_policies_load_when_asked() {
     )
     .expect("v0");
     let out = b
-        .eval(None, &serde_json::json!({"kind": "Pod"}))
+        .eval_json(None, &serde_json::json!({"kind": "Pod"}))
         .expect("eval");
     assert_eq!(out.failures[0].msg, "no bare pods");
+}
+
+#[test]
+fn a_rendered_chart_with_thousands_of_documents_is_read_whole() {
+    // serde-saphyr's default budget stops at 1,024 documents: a large `helm template`
+    // output failed with "budget breached" before the budget was sized for it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = dir.path().join("rendered.yaml");
+    let doc = "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\ndata:\n  a: b\n";
+    std::fs::write(&p, doc.repeat(3_000)).expect("write");
+    let inputs = read_inputs(&p).expect("reads");
+    assert_eq!(inputs.len(), 3_000);
+    assert_eq!(inputs[2_999].document, 2_999);
 }
