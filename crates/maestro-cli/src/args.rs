@@ -326,9 +326,12 @@ pub(crate) struct PolicyEvalArgs {
     #[command(flatten)]
     pub bundle: PolicyBundleArgs,
     /// Input files: Terraform plan JSON (`terraform show -json`), Kubernetes manifests,
-    /// rendered Helm output, any JSON or YAML.
-    #[arg(required = true)]
+    /// rendered Helm output, an SBOM, a license report, any JSON or YAML.
+    #[arg(required_unless_present = "pipeline")]
     pub inputs: Vec<PathBuf>,
+    /// Also evaluate the pipeline itself (its jobs, gates and tags), from this file.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "maestro.yaml")]
+    pub pipeline: Option<PathBuf>,
     /// Packages whose rules are evaluated (conftest's namespaces). Default: main.
     #[arg(long, short = 'n')]
     pub namespace: Vec<String>,

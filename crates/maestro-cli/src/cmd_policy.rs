@@ -85,8 +85,18 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
     let mut waiving = Waiving::load("policy", a.waivers.as_deref())?;
     let mut report = Vec::new();
     let (mut failures, mut warnings, mut waived, mut inputs) = (0usize, 0usize, 0usize, 0usize);
+    let mut files: Vec<(std::path::PathBuf, Vec<maestro_policy::Input>)> = Vec::new();
+    if let Some(file) = &a.pipeline {
+        files.push((file.clone(), vec![pipeline_input(file)?]));
+    }
     for path in &a.inputs {
-        for input in maestro_policy::read_inputs(path).map_err(failure)? {
+        files.push((
+            path.clone(),
+            maestro_policy::read_inputs(path).map_err(failure)?,
+        ));
+    }
+    for (path, docs) in &files {
+        for input in docs {
             let out = bundle
                 .eval(namespaces.as_deref(), &input.value)
                 .map_err(failure)?;
@@ -162,6 +172,26 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
         exit::PIPELINE_FAILED
     } else {
         exit::OK
+    })
+}
+
+/// The pipeline file, validated, as the documented policy input.
+fn pipeline_input(file: &std::path::Path) -> Result<maestro_policy::Input, Failure> {
+    let p = maestro_spec::load_pipeline(file).map_err(|errs| {
+        for d in &errs.0 {
+            eprintln!("{:?}", miette::Report::new(d.clone()));
+        }
+        Failure::usage(
+            format!("{}: {} problem(s)", file.display(), errs.0.len()),
+            "fix the pipeline file first: `maestro validate` shows the same diagnostics",
+        )
+    })?;
+    let value = maestro_policy::to_value(&p.policy_input())
+        .map_err(|e| Failure::usage(e, "report this as a bug"))?;
+    Ok(maestro_policy::Input {
+        path: file.to_owned(),
+        document: 0,
+        value,
     })
 }
 

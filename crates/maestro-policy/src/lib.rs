@@ -33,6 +33,11 @@ pub const STARTER: &[(&str, &str)] = &[
         "licenses_test.rego",
         include_str!("../starter/licenses_test.rego"),
     ),
+    ("pipeline.rego", include_str!("../starter/pipeline.rego")),
+    (
+        "pipeline_test.rego",
+        include_str!("../starter/pipeline_test.rego"),
+    ),
     ("terraform.rego", include_str!("../starter/terraform.rego")),
     (
         "terraform_test.rego",
@@ -221,7 +226,11 @@ fn is_yaml(path: &Path) -> bool {
         .is_some_and(|e| e.eq_ignore_ascii_case("yaml") || e.eq_ignore_ascii_case("yml"))
 }
 
-fn to_value(json: &serde_json::Value) -> Result<regorus::Value, String> {
+/// A JSON value as an input or data value.
+///
+/// # Errors
+/// Never for values serde_json produced; the engine's message otherwise.
+pub fn to_value(json: &serde_json::Value) -> Result<regorus::Value, String> {
     // Straight from the tree: no JSON text in between.
     <regorus::Value as serde::Deserialize>::deserialize(json).map_err(|e| e.to_string())
 }

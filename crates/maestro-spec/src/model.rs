@@ -80,6 +80,8 @@ pub struct Trust {
 #[derive(Clone, Debug)]
 pub struct Pipeline {
     pub name: String,
+    /// Labels for policies (`tags:`).
+    pub tags: Vec<String>,
     /// Directory that holds the pipeline file; paths in jobs are relative to it.
     pub root: PathBuf,
     /// The pipeline file.
@@ -88,4 +90,48 @@ pub struct Pipeline {
     pub pass_env: Vec<String>,
     pub trust: Trust,
     pub graph: Graph,
+}
+
+impl Pipeline {
+    /// The pipeline as a policy input: the documented shape Rego sees under
+    /// `maestro policy eval --pipeline` (docs/policy.md, "The pipeline as an input").
+    #[must_use]
+    pub fn policy_input(&self) -> serde_json::Value {
+        let jobs = self.graph.jobs();
+        let mut gates: Vec<Gate> = jobs.iter().filter_map(|j| j.gate).collect();
+        gates.sort();
+        gates.dedup();
+        let jobs: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(|j| {
+                serde_json::json!({
+                    "name": j.name,
+                    "gate": j.gate.map(Gate::as_str),
+                    "needs": j.needs.iter().map(|n| self.graph.job(*n).name.clone()).collect::<Vec<_>>(),
+                    "uses": j.module,
+                    "run": j.run,
+                    "inputs": j.inputs,
+                    "outputs": j.outputs,
+                    "deploys": j.deploys,
+                    "cache": j.cache,
+                    "retries": j.retries,
+                    "timeout_seconds": j.timeout.as_secs(),
+                    "shard": j.shard.map(|s| serde_json::json!({"index": s.index, "count": s.count})),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "kind": "MaestroPipeline",
+            "name": self.name,
+            "file": self.file,
+            "tags": self.tags,
+            "gates": gates.iter().map(|g| g.as_str()).collect::<Vec<_>>(),
+            "jobs": jobs,
+            "trust": {
+                "keys": self.trust.keys.len(),
+                "builder_id": self.trust.builder_id,
+                "source_uri": self.trust.source_uri,
+            },
+        })
+    }
 }

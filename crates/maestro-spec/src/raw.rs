@@ -104,6 +104,10 @@ pub struct RawPipeline {
     /// Name of the pipeline (defaults to the directory name).
     #[serde(default)]
     pub name: Option<String>,
+    /// Labels of the service for policies (e.g. `critical`): `maestro policy eval
+    /// --pipeline` shows them to Rego as `input.tags`.
+    #[serde(default)]
+    pub tags: Vec<String>,
     /// Environment variables set for every job. They are part of every job's cache key.
     #[serde(default)]
     pub env: BTreeMap<String, String>,

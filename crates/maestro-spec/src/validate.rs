@@ -172,6 +172,7 @@ pub fn validate(
     });
     Ok(Pipeline {
         name,
+        tags: raw.tags,
         root,
         file: source.path.clone(),
         pass_env,

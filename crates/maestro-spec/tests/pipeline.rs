@@ -126,3 +126,18 @@ fn builtin_modules_need_no_modules_directory() {
         ]
     );
 }
+
+/// The documented shape Rego sees under `maestro policy eval --pipeline`.
+#[test]
+fn the_pipeline_as_a_policy_input() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    fs::write(
+        dir.path().join("maestro.yaml"),
+        "version: 1\nname: checkout\ntags: [critical, payments]\ntrust:\n  keys: [keys/release.pub]\njobs:\n  test:\n    gate: unit\n    run: cargo test\n    shard: 2\n  sbom:\n    uses: maestro/sbom@1\n  ship:\n    gate: deploy\n    needs: [test, sbom]\n    run: ./deploy.sh\n    deploys: [dist/app.tar]\n",
+    )
+    .expect("spec");
+    let p = load_pipeline(&dir.path().join("maestro.yaml")).expect("valid");
+    let mut v = p.policy_input();
+    v["file"] = "maestro.yaml".into();
+    insta::assert_json_snapshot!(v);
+}

@@ -208,3 +208,39 @@ fn an_invalid_waiver_names_the_waiver_and_field() {
         "{t}"
     );
 }
+
+#[test]
+fn policy_can_demand_gates_of_the_pipeline_itself() {
+    let repo = Repo::new();
+    assert!(repo.run(&["policy", "init"]).status.success());
+    repo.write(
+        "maestro.yaml",
+        "version: 1\nname: checkout\ntags: [critical]\njobs:\n  test:\n    gate: unit\n    run: 'true'\n  deps:\n    uses: maestro/sca@1\n    with: { db: osv }\n  sbom:\n    uses: maestro/sbom@1\n",
+    );
+    let out = repo.run(&["policy", "eval", "--pipeline", "-n", "pipeline", "--json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(v[0]["input"], "maestro.yaml");
+    assert_eq!(
+        v[0]["failures"][0]["msg"],
+        "checkout: tagged critical, but no job runs in the e2e-smoke gate"
+    );
+    assert_eq!(v[0]["failures"][0]["rule"], "pipeline.deny_missing_gate");
+
+    repo.write(
+        "maestro.yaml",
+        &(repo.read("maestro.yaml")
+            + "  smoke:\n    gate: e2e-smoke\n    needs: [test]\n    run: 'true'\n"),
+    );
+    let out = repo.run(&["policy", "eval", "--pipeline", "-n", "pipeline"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // An invalid pipeline is reported as such, not judged.
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  a:\n    needs: [nope]\n    run: 'true'\n",
+    );
+    let out = repo.run(&["policy", "eval", "--pipeline", "-n", "pipeline"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("maestro validate"), "{}", text(&out));
+}
