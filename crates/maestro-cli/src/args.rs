@@ -282,6 +282,20 @@ pub(crate) enum PolicyCommand {
     Eval(PolicyEvalArgs),
     /// Run the bundle's Rego unit tests (`test_*` rules).
     Test(PolicyBundleArgs),
+    /// Check (default) or rewrite (--write) Rego files in canonical layout: tabs by bracket
+    /// depth, spaces around operators and after commas, one blank line at most. Only
+    /// whitespace changes; comments are kept.
+    Fmt {
+        /// Files or directories (every *.rego below). Default: .ci/policies.
+        #[arg(default_value = ".ci/policies")]
+        paths: Vec<PathBuf>,
+        /// Rewrite the files (atomically) instead of listing them.
+        #[arg(long, short = 'w')]
+        write: bool,
+        /// Parse as Rego v0.
+        #[arg(long)]
+        rego_v0: bool,
+    },
     /// List the waivers with their status (active, expiring, expired) and recent uses.
     Waivers {
         /// The waiver file.

@@ -39,6 +39,11 @@ pub(crate) fn policy(command: &PolicyCommand) -> Result<u8, Failure> {
         PolicyCommand::Eval(a) => eval(a),
         PolicyCommand::Test(a) => test(a),
         PolicyCommand::Init { dir, force } => init(dir, *force),
+        PolicyCommand::Fmt {
+            paths,
+            write,
+            rego_v0,
+        } => fmt(paths, *write, *rego_v0),
         PolicyCommand::Waivers {
             file,
             uses,
@@ -169,6 +174,66 @@ fn eval(a: &PolicyEvalArgs) -> Result<u8, Failure> {
         namespaces.map_or_else(|| "every package".to_owned(), |n| n.join(", "))
     );
     Ok(if failures > 0 {
+        exit::PIPELINE_FAILED
+    } else {
+        exit::OK
+    })
+}
+
+fn fmt(paths: &[std::path::PathBuf], write: bool, rego_v0: bool) -> Result<u8, Failure> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            files.extend(
+                maestro_policy::rego_files(p).map_err(|e| Failure::env(e, "check the path"))?,
+            );
+        } else {
+            files.push(p.clone());
+        }
+    }
+    if files.is_empty() {
+        return Err(Failure::usage(
+            "no *.rego files to format",
+            "name the files or directories that hold your policies",
+        ));
+    }
+    let mut unformatted = 0usize;
+    for f in &files {
+        let text = std::fs::read_to_string(f)
+            .map_err(|e| Failure::env(e, &format!("{} cannot be read", f.display())))?;
+        let shown = f.display().to_string();
+        let formatted = maestro_policy::fmt::format(&shown, &text, rego_v0).map_err(|e| {
+            Failure::usage(
+                e,
+                "fix the policy first: `maestro policy test` names the line",
+            )
+        })?;
+        if formatted == text {
+            continue;
+        }
+        unformatted += 1;
+        if write {
+            maestro_sign::write_atomic(f, formatted.as_bytes(), 0o644)
+                .map_err(|e| Failure::env(e, "check that the file is writable"))?;
+            println!("formatted {shown}");
+        } else {
+            let line = text
+                .lines()
+                .zip(formatted.lines())
+                .position(|(a, b)| a != b)
+                .unwrap_or_else(|| text.lines().count().min(formatted.lines().count()))
+                + 1;
+            println!(
+                "{shown}: not formatted (from line {line}); `maestro policy fmt --write` fixes it"
+            );
+        }
+    }
+    eprintln!(
+        "policy fmt: {} file(s), {unformatted} {}",
+        files.len(),
+        if write { "rewritten" } else { "to format" }
+    );
+    Ok(if unformatted > 0 && !write {
         exit::PIPELINE_FAILED
     } else {
         exit::OK

@@ -12,6 +12,8 @@
 //! - `test_*` rules are Rego unit tests ([`Bundle::test`]).
 
 use std::collections::BTreeMap;
+pub mod fmt;
+
 use std::path::{Path, PathBuf};
 
 use regorus::unstable::Rule;
@@ -110,6 +112,17 @@ fn walk(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
     }
     out.sort();
     Ok(out)
+}
+
+/// The `*.rego` files below `dir` (hidden directories skipped), sorted.
+///
+/// # Errors
+/// An unreadable directory.
+pub fn rego_files(dir: &Path) -> Result<Vec<PathBuf>, PolicyError> {
+    Ok(walk(dir)?
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "rego"))
+        .collect())
 }
 
 /// How a rule's results count.

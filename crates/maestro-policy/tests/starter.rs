@@ -60,3 +60,11 @@ fn the_starter_bundle_judges_a_plan_and_manifests() {
     let service = b.eval(None, &docs[2].value).expect("service");
     assert!(service.failures.is_empty(), "{:?}", service.failures);
 }
+
+#[test]
+fn the_starter_bundle_is_formatted() {
+    for (name, text) in STARTER.iter().filter(|(n, _)| n.ends_with(".rego")) {
+        let got = maestro_policy::fmt::format(name, text, false).expect("formats");
+        assert_eq!(&got, text, "{name} is not in `maestro policy fmt` layout");
+    }
+}

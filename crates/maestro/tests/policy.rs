@@ -244,3 +244,44 @@ fn policy_can_demand_gates_of_the_pipeline_itself() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("maestro validate"), "{}", text(&out));
 }
+
+#[test]
+fn fmt_checks_then_rewrites_layout_only() {
+    let repo = Repo::new();
+    repo.write(
+        ".ci/policies/main.rego",
+        "package main\nimport rego.v1\n\n\n\ndeny contains msg if {  # public buckets\n    input.acl==\"public-read\"\n  msg := sprintf(\"%s is public\",[input.name])\n}\n",
+    );
+    repo.write(
+        ".ci/policies/ok.rego",
+        "package ok\n\nimport rego.v1\n\nwarn contains \"x\" if {\n\tinput.x\n}\n",
+    );
+    let out = repo.run(&["policy", "fmt"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains(".ci/policies/main.rego: not formatted (from line 4)"),
+        "{t}"
+    );
+    assert!(!t.contains("ok.rego"), "{t}");
+    assert!(t.contains("policy fmt: 2 file(s), 1 to format"), "{t}");
+
+    let out = repo.run(&["policy", "fmt", "--write"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(
+        repo.read(".ci/policies/main.rego"),
+        "package main\nimport rego.v1\n\ndeny contains msg if { # public buckets\n\tinput.acl == \"public-read\"\n\tmsg := sprintf(\"%s is public\", [input.name])\n}\n"
+    );
+    let out = repo.run(&["policy", "fmt"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+
+    // A policy that does not parse is named, and left alone.
+    repo.write(".ci/policies/bad.rego", "package bad\n\ndeny if {\n");
+    let out = repo.run(&["policy", "fmt", "--write"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("bad.rego"), "{}", text(&out));
+    assert_eq!(
+        repo.read(".ci/policies/bad.rego"),
+        "package bad\n\ndeny if {\n"
+    );
+}
