@@ -202,6 +202,16 @@ fn postgres_gate_good_and_destructive() {
         })
         .collect();
     assert_eq!(codes, [("MG103", "blocked"), ("MG403", "blocked")], "{v}");
+
+    // Waived, both findings pass on PostgreSQL too.
+    repo.write(
+        ".ci/waivers.yaml",
+        "waivers:\n- {rule: MG103, resource: 0002_drop_legacy, reason: unread since v41, approver: dba, expires: 2999-01-01}\n- {rule: missing-lock-timeout, resource: 0002_*, reason: table has 12 rows, approver: dba, expires: 2999-01-01}\n",
+    );
+    let out = repo.run(&["migrate", "check", "--database", PG]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("0 blocking, 2 waived"), "{t}");
 }
 
 fn git(repo: &Repo, args: &[&str]) {
