@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Repo, text};
 
 const PG: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -214,30 +212,16 @@ fn postgres_gate_good_and_destructive() {
     assert!(t.contains("0 blocking, 2 waived"), "{t}");
 }
 
-fn git(repo: &Repo, args: &[&str]) {
-    let ok = Command::new("git")
-        .args(args)
-        .current_dir(repo.path())
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .status()
-        .expect("git")
-        .success();
-    assert!(ok, "git {args:?}");
-}
-
 #[test]
 fn with_a_base_only_changed_migrations_are_checked() {
     let repo = Repo::new();
     with_users(&repo);
     // An old migration that would not pass today's lint.
     drop_legacy(&repo);
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "-A"]);
-    git(&repo, &["commit", "-qm", "base"]);
-    git(&repo, &["checkout", "-qb", "feature"]);
+    repo.git(&["init", "-q", "-b", "main"]);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "base"]);
+    repo.git(&["checkout", "-qb", "feature"]);
     repo.write(
         "migrations/0003_email.up.sql",
         "ALTER TABLE users ADD COLUMN email TEXT;\n",

@@ -3,33 +3,17 @@
 
 mod common;
 
-use std::process::Command;
-
 use common::{Repo, text};
 use sha2::{Digest, Sha256};
-
-fn git(repo: &Repo, args: &[&str]) {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(args)
-        .current_dir(repo.path())
-        .output()
-        .expect("git");
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn committed(spec: &str) -> Repo {
     let repo = Repo::new();
     repo.write("maestro.yaml", spec);
     repo.write("src.txt", "v1\n");
     repo.write(".gitignore", ".maestro/\ndist/\n");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-q", "-m", "feat: first"]);
+    repo.git(&["init", "-q", "-b", "main"]);
+    repo.git(&["add", "."]);
+    repo.git(&["commit", "-q", "-m", "feat: first"]);
     repo
 }
 

@@ -203,36 +203,20 @@ jobs:
     outputs: [dist/app.tar]
 "#;
 
-fn git(repo: &Repo, args: &[&str]) {
-    let st = std::process::Command::new("git")
-        .args(args)
-        .current_dir(repo.path())
-        .env("GIT_AUTHOR_NAME", "t")
-        .env("GIT_AUTHOR_EMAIL", "t@example.com")
-        .env("GIT_COMMITTER_NAME", "t")
-        .env("GIT_COMMITTER_EMAIL", "t@example.com")
-        .output()
-        .expect("git");
-    assert!(st.status.success(), "git {args:?}: {}", text(&st));
-}
-
 #[test]
 fn provenance_of_a_pipeline_job_verifies_against_builder_and_source() {
     let repo = Repo::new();
     repo.write("maestro.yaml", PIPELINE);
     repo.write("src.txt", "v1");
-    git(&repo, &["init", "-q", "-b", "main"]);
-    git(
-        &repo,
-        &[
-            "remote",
-            "add",
-            "origin",
-            "git@github.com:acme/attest-me.git",
-        ],
-    );
-    git(&repo, &["add", "."]);
-    git(&repo, &["commit", "-qm", "init"]);
+    repo.git(&["init", "-q", "-b", "main"]);
+    repo.git(&[
+        "remote",
+        "add",
+        "origin",
+        "git@github.com:acme/attest-me.git",
+    ]);
+    repo.git(&["add", "."]);
+    repo.git(&["commit", "-qm", "init"]);
     let (code, out) = repo.maestro_run(&[]);
     assert_eq!(code, 0, "{out}");
     ok(&with_password(&repo, &["keys", "generate"]));

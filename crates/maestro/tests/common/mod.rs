@@ -61,6 +61,17 @@ impl Repo {
         c
     }
 
+    /// Runs git in the repository as a fixed test identity; panics on failure.
+    pub fn git(&self, args: &[&str]) {
+        let out = Command::new("git")
+            .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("git");
+        assert!(out.status.success(), "git {args:?}: {}", text(&out));
+    }
+
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("spawn maestro")
     }
