@@ -29,7 +29,7 @@ use serde::Serialize;
 use sqlparser::dialect::{Dialect, PostgreSqlDialect, SQLiteDialect};
 use sqlparser::parser::Parser;
 
-use crate::lint::{Class, Rule};
+use crate::lint::Class;
 use crate::shadow::{Schema, Shadow};
 
 /// Where migrations live unless told otherwise.
@@ -310,13 +310,15 @@ pub struct Finding {
 }
 
 impl Finding {
+    /// A finding of the rule with `code` (one of [`lint::RULES`]).
     fn new(
-        rule: &Rule,
+        code: &str,
         m: &Migration,
         file: Option<&Path>,
         line: Option<usize>,
         message: String,
     ) -> Finding {
+        let rule = lint::rule(code);
         Finding {
             code: rule.code,
             name: rule.name,
@@ -421,7 +423,7 @@ fn load_script(
         Ok(p) => p,
         Err((line, message)) => {
             findings.push(Finding::new(
-                lint::rule("MG504"),
+                "MG504",
                 m,
                 Some(path),
                 Some(line),
@@ -449,18 +451,12 @@ fn load_script(
                 Ok(stmts) => {
                     for s in &stmts {
                         for (code, message) in lint::statement(s, &mut cx) {
-                            findings.push(Finding::new(
-                                lint::rule(code),
-                                m,
-                                Some(path),
-                                Some(p.line),
-                                message,
-                            ));
+                            findings.push(Finding::new(code, m, Some(path), Some(p.line), message));
                         }
                     }
                 }
                 Err(e) => findings.push(Finding::new(
-                    lint::rule("MG504"),
+                    "MG504",
                     m,
                     Some(path),
                     Some(p.line),
@@ -542,7 +538,7 @@ pub fn check(
         if checked {
             for stray in &m.stray {
                 findings.push(Finding::new(
-                    lint::rule("MG501"),
+                    "MG501",
                     m,
                     Some(stray),
                     None,
@@ -553,31 +549,18 @@ pub fn check(
                     ),
                 ));
             }
-            if m.up.is_none() && m.stray.is_empty() {
+            let missing = [
+                (m.up.is_none() && m.stray.is_empty(), "MG501", "up script"),
+                (m.down.is_none(), "MG502", "rollback (down) script"),
+                (m.plan.is_none(), "MG503", "plan note"),
+            ];
+            for (_, code, what) in missing.into_iter().filter(|(absent, _, _)| *absent) {
                 findings.push(Finding::new(
-                    lint::rule("MG501"),
+                    code,
                     m,
                     None,
                     None,
-                    format!("migration {} has no up script", m.name),
-                ));
-            }
-            if m.down.is_none() {
-                findings.push(Finding::new(
-                    lint::rule("MG502"),
-                    m,
-                    None,
-                    None,
-                    format!("migration {} has no rollback (down) script", m.name),
-                ));
-            }
-            if m.plan.is_none() {
-                findings.push(Finding::new(
-                    lint::rule("MG503"),
-                    m,
-                    None,
-                    None,
-                    format!("migration {} has no plan note", m.name),
+                    format!("migration {} has no {what}", m.name),
                 ));
             }
         }
@@ -613,7 +596,7 @@ pub fn check(
             Ok(t) => out.up_ms = t,
             Err((line, e)) => {
                 findings.push(Finding::new(
-                    lint::rule("MG505"),
+                    "MG505",
                     m,
                     Some(&up.path),
                     Some(line),
@@ -640,7 +623,7 @@ pub fn check(
             Ok(t) => out.down_ms = Some(t),
             Err((line, e)) => {
                 findings.push(Finding::new(
-                    lint::rule("MG506"),
+                    "MG506",
                     m,
                     Some(&down.path),
                     Some(line),
@@ -662,7 +645,7 @@ pub fn check(
             );
             write_lines(&mut diff_text, &left);
             findings.push(Finding::new(
-                lint::rule("MG507"),
+                "MG507",
                 m,
                 Some(&down.path),
                 None,
@@ -678,7 +661,7 @@ pub fn check(
                 let d = shadow::diff(&after_up, &again);
                 if !d.is_empty() {
                     findings.push(Finding::new(
-                        lint::rule("MG508"),
+                        "MG508",
                         m,
                         Some(&up.path),
                         None,
@@ -688,7 +671,7 @@ pub fn check(
             }
             Err((line, e)) => {
                 findings.push(Finding::new(
-                    lint::rule("MG508"),
+                    "MG508",
                     m,
                     Some(&up.path),
                     Some(line),
