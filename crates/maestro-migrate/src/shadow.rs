@@ -207,23 +207,7 @@ pub(crate) struct Postgres {
     shown: String,
 }
 
-/// `postgres://user@host:port/db`, without the password.
-pub(crate) fn shown(config: &postgres::Config) -> String {
-    let host = config
-        .get_hosts()
-        .first()
-        .map(|h| match h {
-            postgres::config::Host::Tcp(s) => s.clone(),
-            postgres::config::Host::Unix(p) => p.display().to_string(),
-        })
-        .unwrap_or_default();
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!(
-        "postgres://{}@{host}:{port}/{}",
-        config.get_user().unwrap_or("postgres"),
-        config.get_dbname().unwrap_or("postgres")
-    )
-}
+pub(crate) use maestro_store::pg::shown;
 
 impl Postgres {
     pub(crate) fn create(config: &postgres::Config) -> Result<Postgres, String> {

@@ -5,6 +5,7 @@
 //! versioned migrations ([`migrations`]).
 
 mod migrations;
+pub mod pg;
 mod records;
 mod sqlite;
 
