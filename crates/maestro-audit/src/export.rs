@@ -8,8 +8,11 @@
 //!
 //! then one line per entry, in order: `{"index":7,"entry":{…}}`, where `entry` is the
 //! entry's canonical bytes exactly as hashed, and — when the export is not the whole log —
-//! `"proof":[…]`, its inclusion proof in the signed tree. A whole-log export is checked
-//! by recomputing the tree; a partial one entry by entry through the proofs.
+//! `"proof":[…]`, its inclusion proof in the signed tree. A whole-log export also carries
+//! every signed checkpoint, each on its own line (`{"checkpoint":"…"}`) right after the
+//! entry that completes its tree: it is checked by recomputing the tree at every
+//! checkpoint (which locates a change to the commit it was in); a partial one entry by
+//! entry through the proofs.
 
 use std::io::{BufRead, Write};
 
@@ -38,11 +41,14 @@ struct Header {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Line<'a> {
-    index: u64,
+    #[serde(default)]
+    index: Option<u64>,
     #[serde(default)]
     proof: Option<Vec<String>>,
-    #[serde(borrow)]
-    entry: &'a RawValue,
+    #[serde(default, borrow)]
+    entry: Option<&'a RawValue>,
+    #[serde(default)]
+    checkpoint: Option<String>,
 }
 
 fn io(e: std::io::Error) -> AuditError {
@@ -81,6 +87,8 @@ pub(crate) fn write(
     serde_json::to_writer(&mut *out, &header).map_err(|e| AuditError::Export(e.to_string()))?;
     out.write_all(b"\n").map_err(io)?;
     let mut next = from;
+    let mut checkpoints: std::collections::VecDeque<(u64, String)> = Default::default();
+    let mut cp_after = None;
     while next < to {
         let page = log.backend().entries(next, 4096)?;
         if page.is_empty() {
@@ -102,6 +110,22 @@ pub(crate) fn write(
             out.write_all(&s.body).map_err(io)?;
             out.write_all(b"}\n").map_err(io)?;
             next = s.index + 1;
+            if whole {
+                if checkpoints.is_empty() {
+                    let page = log.backend().checkpoints(cp_after, 4096)?;
+                    cp_after = page.last().map(|(s, _)| *s).or(cp_after);
+                    checkpoints.extend(page);
+                }
+                while checkpoints.front().is_some_and(|(sz, _)| *sz <= next) {
+                    if let Some((sz, note)) = checkpoints.pop_front()
+                        && sz == next
+                    {
+                        serde_json::to_writer(&mut *out, &serde_json::json!({"checkpoint": note}))
+                            .map_err(|e| AuditError::Export(e.to_string()))?;
+                        out.write_all(b"\n").map_err(io)?;
+                    }
+                }
+            }
         }
     }
     out.flush().map_err(io)?;
@@ -177,6 +201,7 @@ pub fn verify(
     };
     let mut expected = header.from;
     let mut lineno = 1usize;
+    let mut last_checkpoint = None;
     while read(&mut line)? {
         lineno += 1;
         if line.is_empty() {
@@ -193,16 +218,30 @@ pub fn verify(
                 continue;
             }
         };
-        if l.index != expected {
+        if let Some(note) = &l.checkpoint {
+            if whole {
+                c.checkpoint(note, Some(&header.origin));
+                last_checkpoint = Some(c.frontier.size());
+            }
+            continue;
+        }
+        let (Some(index), Some(entry)) = (l.index, l.entry) else {
             c.problem(
-                Some(expected.min(l.index)),
+                Some(expected),
+                format!("line {lineno} is neither an entry nor a checkpoint"),
+            );
+            expected += 1;
+            continue;
+        };
+        if index != expected {
+            c.problem(
+                Some(expected.min(index)),
                 format!(
-                    "line {lineno} holds entry {}, expected {expected}: entries were removed or reordered",
-                    l.index
+                    "line {lineno} holds entry {index}, expected {expected}: entries were removed or reordered"
                 ),
             );
         }
-        let body = l.entry.get().as_bytes();
+        let body = entry.get().as_bytes();
         c.entry(expected, body);
         if !whole {
             match (&signed, &l.proof) {
@@ -214,21 +253,21 @@ pub fn verify(
                         .collect::<Result<Vec<_>, _>>()
                         .map_err(|e| e.to_string())
                         .and_then(|p| {
-                            tlog_tiles::check_record(&p, v.size, v.root, l.index, leaf)
+                            tlog_tiles::check_record(&p, v.size, v.root, index, leaf)
                                 .map_err(|e| e.to_string())
                         });
                     if let Err(e) = ok {
                         c.problem(
-                            Some(l.index),
-                            format!("entry {} is not in the signed tree: {e}", l.index),
+                            Some(index),
+                            format!("entry {index} is not in the signed tree: {e}"),
                         );
                     }
                 }
                 (_, None) => c.problem(
-                    Some(l.index),
+                    Some(index),
                     format!(
                         "entry {} has no inclusion proof (a partial export needs one per entry)",
-                        l.index
+                        index
                     ),
                 ),
                 (None, Some(_)) => {}
@@ -246,7 +285,11 @@ pub fn verify(
         );
     }
     let mut report = if whole {
-        if signed.is_some() && c.frontier.size() == header.size {
+        // The header's checkpoint is the last one; check it unless its line did.
+        if signed.is_some()
+            && c.frontier.size() == header.size
+            && last_checkpoint != Some(header.size)
+        {
             c.checkpoint(&header.checkpoint, Some(&header.origin));
         }
         c.finish(Some(header.origin.clone()))

@@ -100,6 +100,183 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: MigrateCommand,
     },
+    /// The audit log: append-only, Merkle-hashed (RFC 6962), signed checkpoints (C2SP),
+    /// proofs, verification and offline exports.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Args, Clone)]
+pub(crate) struct AuditStore {
+    #[command(flatten)]
+    pub common: Common,
+    /// The PostgreSQL store holding the log (postgres://user@host:5432/db). Default: the
+    /// repository's SQLite store (.maestro/store.db).
+    #[arg(
+        long,
+        env = "MAESTRO_DATABASE_URL",
+        hide_env_values = true,
+        global = true
+    )]
+    pub database: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AuditCommand {
+    /// Append an entry (durable and signed when this returns). Privileged actions
+    /// (deploy, publish, promote, rollback, waive, flag.kill, restore, key.use) need
+    /// --reason.
+    Append(AuditAppendArgs),
+    /// Entries, newest first.
+    List(AuditListArgs),
+    /// One entry, with its leaf hash and whether it is in the latest checkpoint.
+    Show {
+        #[command(flatten)]
+        store: AuditStore,
+        index: u64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// An inclusion proof for an entry, or (with --from) a consistency proof between two
+    /// checkpoints.
+    Prove {
+        #[command(flatten)]
+        store: AuditStore,
+        /// The entry to prove (inclusion).
+        #[arg(required_unless_present = "from")]
+        index: Option<u64>,
+        /// Consistency: the smaller tree size.
+        #[arg(long, conflicts_with = "index")]
+        from: Option<u64>,
+        /// The tree size to prove against. Default: the latest checkpoint.
+        #[arg(long, alias = "size")]
+        to: Option<u64>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Recompute the tree from the entries and check every stored hash and signed
+    /// checkpoint; name the first bad entry.
+    Verify(AuditVerifyArgs),
+    /// Write entries (JSONL) with the latest signed checkpoint and, for part of the log,
+    /// inclusion proofs: verifiable offline with `verify --offline`.
+    Export {
+        #[command(flatten)]
+        store: AuditStore,
+        /// Where to write (`-` for standard output).
+        #[arg(long, short = 'o', default_value = "-")]
+        out: PathBuf,
+        /// First entry (inclusive).
+        #[arg(long)]
+        from: Option<u64>,
+        /// Last entry (exclusive).
+        #[arg(long)]
+        to: Option<u64>,
+    },
+    /// The latest signed checkpoint (C2SP signed note), or the one for --size.
+    Checkpoint {
+        #[command(flatten)]
+        store: AuditStore,
+        #[arg(long)]
+        size: Option<u64>,
+    },
+    /// The log's verifier key (creating the log's key if it has none).
+    Key {
+        #[command(flatten)]
+        store: AuditStore,
+    },
+    /// Replace the log's signing key: a `key.rotate` entry, signed by old and new key.
+    RotateKey {
+        #[command(flatten)]
+        store: AuditStore,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditAppendArgs {
+    #[command(flatten)]
+    pub store: AuditStore,
+    /// What was done: deploy, publish, promote, rollback, waive, flag.kill, restore,
+    /// key.use, or any lowercase name.
+    #[arg(long)]
+    pub action: String,
+    /// What it was done to, e.g. service/checkout@prod.
+    #[arg(long)]
+    pub target: String,
+    /// Why (required for privileged actions).
+    #[arg(long)]
+    pub reason: Option<String>,
+    /// started, success, failure or denied.
+    #[arg(long, default_value = "success")]
+    pub result: String,
+    /// A parameter KEY=VALUE (repeatable); secret-looking values are redacted.
+    #[arg(long = "param", value_name = "KEY=VALUE")]
+    pub params: Vec<String>,
+    /// Parameters as a JSON object (a file, or `-` for standard input).
+    #[arg(long, value_name = "FILE")]
+    pub params_json: Option<PathBuf>,
+    #[arg(long)]
+    pub run: Option<i64>,
+    #[arg(long)]
+    pub job: Option<String>,
+    /// The artifact's digest, sha256:<hex>.
+    #[arg(long)]
+    pub artifact: Option<String>,
+    #[arg(long)]
+    pub release: Option<String>,
+    /// The W3C trace id. Default: from TRACEPARENT.
+    #[arg(long)]
+    pub trace: Option<String>,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditListArgs {
+    #[command(flatten)]
+    pub store: AuditStore,
+    #[arg(long)]
+    pub action: Option<String>,
+    #[arg(long)]
+    pub actor: Option<String>,
+    #[arg(long)]
+    pub target: Option<String>,
+    #[arg(long)]
+    pub run: Option<i64>,
+    #[arg(long)]
+    pub artifact: Option<String>,
+    /// Only entries newer than this: a duration (24h, 7d) or an RFC 3339 time.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only entries before this index (paging).
+    #[arg(long)]
+    pub before: Option<u64>,
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct AuditVerifyArgs {
+    #[command(flatten)]
+    pub store: AuditStore,
+    /// A trusted verifier key, or a file of them (repeatable). Default: the log's own
+    /// .maestro/audit/log.pub.
+    #[arg(long = "key", value_name = "KEY|FILE")]
+    pub keys: Vec<String>,
+    /// A checkpoint kept earlier (a file holding a signed note, repeatable): the log must
+    /// still contain the tree it signed (detects forks and truncation).
+    #[arg(long = "checkpoint", value_name = "FILE")]
+    pub checkpoints: Vec<PathBuf>,
+    /// Verify an export file instead of the store.
+    #[arg(long, value_name = "FILE")]
+    pub offline: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -8,6 +8,8 @@
 )]
 
 mod args;
+mod audit;
+mod cmd_audit;
 mod cmd_cache;
 mod cmd_migrate;
 mod cmd_policy;
@@ -73,6 +75,7 @@ pub fn main() -> ExitCode {
         Command::Repro(a) => cmd_repro::repro(&a),
         Command::Policy { command } => cmd_policy::policy(&command),
         Command::Migrate { command } => cmd_migrate::migrate(&command),
+        Command::Audit { command } => cmd_audit::audit(&command),
     };
     match result {
         Ok(code) => exit::code(code),

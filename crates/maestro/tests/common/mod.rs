@@ -57,6 +57,14 @@ impl Repo {
             .env_remove("GITHUB_EVENT_PATH")
             .env_remove("MAESTRO_LABELS")
             .env_remove("MAESTRO_MIGRATE_DATABASE")
+            .env_remove("MAESTRO_DATABASE_URL")
+            .env_remove("MAESTRO_AUDIT_KEY")
+            .env_remove("MAESTRO_AUDIT_ORIGIN")
+            .env_remove("MAESTRO_AUDIT_FAILPOINT")
+            .env_remove("MAESTRO_REASON")
+            .env_remove("GITHUB_ACTIONS")
+            .env_remove("GITHUB_ACTOR")
+            .env_remove("TRACEPARENT")
             .env("NO_COLOR", "1");
         c
     }
