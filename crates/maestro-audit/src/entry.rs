@@ -97,22 +97,24 @@ impl Outcome {
 /// What the entry is about, for navigation from the entry to the thing and back.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Fields are declared in alphabetical order: serde writes them in declaration order, which
+// is then already the canonical (sorted) order.
 pub struct Links {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub run: Option<i64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub job: Option<String>,
     /// `sha256:<hex>` of the artifact concerned.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub artifact: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub release: Option<String>,
-    /// W3C trace id (32 hex digits).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trace: Option<String>,
+    pub job: Option<String>,
     /// The entry this one completes (the `started` entry of the same action).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run: Option<i64>,
+    /// W3C trace id (32 hex digits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
 }
 
 /// An entry to append; the log assigns its index and time.
@@ -132,20 +134,21 @@ pub struct NewEntry {
 /// A written entry, exactly as hashed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+// Alphabetical, like `Links`.
 pub struct Entry {
-    pub v: u32,
-    pub index: u64,
-    /// UTC, microseconds, RFC 3339: `2026-11-23T09:14:03.120456Z`. Never earlier than the
-    /// entry before it.
-    pub time: String,
-    pub actor: Actor,
     pub action: String,
-    pub target: String,
+    pub actor: Actor,
+    pub index: u64,
+    pub links: Links,
     pub params: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
     pub result: Outcome,
-    pub links: Links,
+    pub target: String,
+    /// UTC, microseconds, RFC 3339: `2026-11-23T09:14:03.120456Z`. Never earlier than the
+    /// entry before it.
+    pub time: String,
+    pub v: u32,
 }
 
 impl Entry {
@@ -154,7 +157,15 @@ impl Entry {
     /// # Errors
     /// Only if serialisation fails, which a well-formed entry never does.
     pub fn canonical(&self) -> Result<Vec<u8>, AuditError> {
-        serde_jcs::to_vec(self).map_err(|e| AuditError::Encoding(e.to_string()))
+        // Fast path: with the struct fields declared in sorted order, parameters whose
+        // objects are sorted with ASCII keys (UTF-8 and UTF-16 orders agree) and numbers
+        // that are all integers (formatted the same by ECMAScript and serde_json), plain
+        // serde_json output *is* RFC 8785. Anything else goes through `serde_jcs`.
+        if fast_canonical(&self.params, 0) {
+            serde_json::to_vec(self).map_err(|e| AuditError::Encoding(e.to_string()))
+        } else {
+            serde_jcs::to_vec(self).map_err(|e| AuditError::Encoding(e.to_string()))
+        }
     }
 
     /// Parses stored bytes and checks they are canonical: the same bytes come back when
@@ -181,6 +192,51 @@ impl Entry {
             .parse()
             .map_err(|e| format!("time `{}`: {e}", self.time))?;
         Ok(ts.as_microsecond())
+    }
+}
+
+/// Largest integer ECMAScript prints exactly like serde_json (2^53).
+const MAX_SAFE: u64 = 1 << 53;
+
+/// Whether `v` can take the serde_json fast path: objects already sorted with ASCII keys,
+/// integers only (within ±2^53).
+fn fast_canonical(v: &Value, depth: usize) -> bool {
+    if depth > MAX_DEPTH + 1 {
+        return false;
+    }
+    match v {
+        Value::Object(m) => {
+            let mut prev: Option<&String> = None;
+            for (k, val) in m {
+                if !k.is_ascii() || prev.is_some_and(|p| p.as_str() >= k.as_str()) {
+                    return false;
+                }
+                prev = Some(k);
+                if !fast_canonical(val, depth + 1) {
+                    return false;
+                }
+            }
+            true
+        }
+        Value::Array(a) => a.iter().all(|x| fast_canonical(x, depth + 1)),
+        Value::Number(n) => n
+            .as_u64()
+            .map(|u| u <= MAX_SAFE)
+            .or_else(|| n.as_i64().map(|i| i.unsigned_abs() <= MAX_SAFE))
+            .unwrap_or(false),
+        _ => true,
+    }
+}
+
+/// Sorts every object's keys (the canonical order, for the fast path).
+fn sort_keys(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.sort_keys();
+            m.values_mut().for_each(sort_keys);
+        }
+        Value::Array(a) => a.iter_mut().for_each(sort_keys),
+        _ => {}
     }
 }
 
@@ -255,6 +311,7 @@ impl NewEntry {
         }
         let mut params = self.params.clone();
         redact(&mut params, 0).map_err(|why| invalid("params", why))?;
+        sort_keys(&mut params);
         let entry = Entry {
             v: ENTRY_VERSION,
             index,
@@ -344,6 +401,11 @@ fn redact(v: &mut Value, depth: usize) -> Result<(), String> {
             }
         }
         Value::String(s) if looks_secret(s) => *s = REDACTED.to_owned(),
+        Value::Number(n) if n.as_f64().is_none_or(|_| !n.is_f64()) && !fast_canonical(v, 0) => {
+            return Err(format!(
+                "the number {v} is beyond ±2^53, which canonical JSON (RFC 8785) cannot keep exact: pass it as a string"
+            ));
+        }
         _ => {}
     }
     Ok(())
@@ -463,5 +525,55 @@ mod tests {
             .seal(0, 0)
             .expect_err("deep");
         assert!(err.to_string().contains("deeper"), "{err}");
+    }
+
+    fn json_value() -> impl proptest::strategy::Strategy<Value = Value> {
+        use proptest::prelude::*;
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|i| json!(i)),
+            any::<u64>().prop_map(|i| json!(i)),
+            (-1e12f64..1e12).prop_map(|f| json!(f)),
+            prop_oneof![Just(1e21), Just(1e-7), Just(-0.0), Just(5e-324), Just(0.1)]
+                .prop_map(|f| json!(f)),
+            "(?s).{0,12}".prop_map(Value::String),
+            "[\\x00-\\x1f\"\\\\/\u{7f}\u{2028}\u{e9}\u{1f600}a]{0,6}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 32, 6, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..5).prop_map(Value::Array),
+                proptest::collection::vec(("[a-zA-Z_\u{e9}\u{10000}\u{ff61}]{0,4}", inner), 0..5)
+                    .prop_map(|kv| Value::Object(kv.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest::proptest! {
+        /// The fast encoder and `serde_jcs` agree on every entry, whatever its parameters.
+        #[test]
+        fn canonical_form_is_rfc8785(params in proptest::collection::vec(("[a-z\u{e9}\u{1f600}]{1,4}", json_value()), 0..6)) {
+            let params = Value::Object(params.into_iter().collect());
+            let sealed = new("note", Some("why"), params).seal(3, 1_000_000);
+            if let Err(err) = &sealed {
+                proptest::prop_assert!(err.to_string().contains("2^53"), "{err}");
+                return Ok(());
+            }
+            let mut e = sealed.expect("sealed").0;
+            let fast = e.canonical().expect("canonical");
+            proptest::prop_assert_eq!(&fast, &serde_jcs::to_vec(&e).expect("jcs"));
+            // What was written reads back as canonical (numbers may normalise: -0 is 0).
+            proptest::prop_assert!(Entry::parse(&fast).is_ok());
+            // Unsorted input is never taken as canonical.
+            if let Value::Object(m) = &mut e.params && m.len() > 1 {
+                let mut v: Vec<(String, Value)> = std::mem::take(m).into_iter().collect();
+                v.reverse();
+                *m = v.into_iter().collect();
+                let unsorted = serde_json::to_vec(&e).expect("json");
+                if unsorted != fast {
+                    proptest::prop_assert!(Entry::parse(&unsorted).is_err());
+                }
+            }
+        }
     }
 }

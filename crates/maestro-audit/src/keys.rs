@@ -19,6 +19,7 @@ pub fn valid_origin(origin: &str) -> bool {
 }
 
 /// A signing key for one log.
+#[derive(Clone)]
 pub struct LogKey {
     signer: StandardSigner,
     vkey: String,

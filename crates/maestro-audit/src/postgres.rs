@@ -84,6 +84,8 @@ const SCHEMA: &[&str] = &[r"
 
 pub(crate) struct Pg {
     client: Client,
+    /// Prepared statements by text: a query then costs one round trip, not two.
+    prepared: std::collections::HashMap<&'static str, postgres::Statement>,
 }
 
 fn pg(e: &postgres::Error) -> AuditError {
@@ -107,17 +109,28 @@ fn stored(r: &postgres::Row) -> Stored {
     }
 }
 
+const READ_HASHES: &str = "SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1)";
+const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
+const LAST: &str = "SELECT idx, time_us FROM audit_entries ORDER BY idx DESC LIMIT 1";
+const META: &str = "SELECT value FROM audit_meta WHERE key = $1";
+const INSERT_ENTRIES: &str = "INSERT INTO audit_entries (idx, time_us, actor, action, target, result, run_id, artifact, body)
+     SELECT a, b, c, d, e, f, g, h, i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::bigint[], $8::text[], $9::bytea[])
+         WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, o) ORDER BY o";
+const INSERT_HASHES: &str = "INSERT INTO audit_hashes (idx, hash)
+     SELECT a, b FROM unnest($1::bigint[], $2::bytea[]) WITH ORDINALITY AS t(a, b, o) ORDER BY o";
+const INSERT_CHECKPOINT: &str =
+    "INSERT INTO audit_checkpoints (size, note, created_us) VALUES ($1, $2, $3)";
+const LATEST: &str = "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1";
+const ENTRIES: &str = "SELECT idx, time_us, actor, action, target, result, run_id, artifact, body FROM audit_entries WHERE idx >= $1 ORDER BY idx LIMIT $2";
+
 fn read_hashes_on(
     c: &mut impl postgres::GenericClient,
+    stmt: &postgres::Statement,
     indexes: &[u64],
 ) -> Result<Vec<Hash>, AuditError> {
     let want: Vec<i64> = indexes.iter().map(|&x| i(x)).collect();
-    let rows = c
-        .query(
-            "SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1)",
-            &[&want],
-        )
-        .map_err(|e| pg(&e))?;
+    let rows = c.query(stmt, &[&want]).map_err(|e| pg(&e))?;
     let mut found = std::collections::HashMap::with_capacity(rows.len());
     for r in rows {
         found.insert(r.get::<_, i64>(0), r.get::<_, Vec<u8>>(1));
@@ -179,28 +192,55 @@ impl Pg {
         )
         .map_err(|e| pg(&e))?;
         tx.commit().map_err(|e| pg(&e))?;
-        Ok((Pg { client }, shown))
+        Ok((
+            Pg {
+                client,
+                prepared: std::collections::HashMap::new(),
+            },
+            shown,
+        ))
+    }
+}
+
+impl Pg {
+    fn st(&mut self, sql: &'static str) -> Result<postgres::Statement, AuditError> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self.client.prepare(sql).map_err(|e| pg(&e))?;
+        self.prepared.insert(sql, s.clone());
+        Ok(s)
     }
 }
 
 impl Backend for Pg {
     fn append(&mut self, plan: &mut PlanFn<'_>, fail: Failpoint) -> Result<Plan, AuditError> {
+        let [lock, last_q, read, meta_q, ins_e, ins_h, ins_c] = [
+            LOCK,
+            LAST,
+            READ_HASHES,
+            META,
+            INSERT_ENTRIES,
+            INSERT_HASHES,
+            INSERT_CHECKPOINT,
+        ]
+        .map(|q| self.st(q));
+        let (lock, last_q, read, meta_q, ins_e, ins_h, ins_c) =
+            (lock?, last_q?, read?, meta_q?, ins_e?, ins_h?, ins_c?);
         let mut tx = self.client.transaction().map_err(|e| pg(&e))?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&APPEND_LOCK])
-            .map_err(|e| pg(&e))?;
+        tx.execute(&lock, &[&APPEND_LOCK]).map_err(|e| pg(&e))?;
         let last = tx
-            .query_opt(
-                "SELECT idx, time_us FROM audit_entries ORDER BY idx DESC LIMIT 1",
-                &[],
-            )
+            .query_opt(&last_q, &[])
             .map_err(|e| pg(&e))?
             .map(|r| (r.get::<_, i64>(0), r.get::<_, i64>(1)));
         let size = last.map_or(0, |(ix, _)| u(ix) + 1);
-        let frontier =
-            Frontier::from_hashes(size, &read_hashes_on(&mut tx, &Frontier::indexes(size))?);
+        let frontier = Frontier::from_hashes(
+            size,
+            &read_hashes_on(&mut tx, &read, &Frontier::indexes(size))?,
+        );
         let mut meta = |k: &str| -> Result<Option<String>, AuditError> {
             Ok(tx
-                .query_opt("SELECT value FROM audit_meta WHERE key = $1", &[&k])
+                .query_opt(&meta_q, &[&k])
                 .map_err(|e| pg(&e))?
                 .map(|r| r.get(0)))
         };
@@ -240,25 +280,19 @@ impl Backend for Pg {
             body.push(r.body.as_slice());
         }
         tx.execute(
-            "INSERT INTO audit_entries (idx, time_us, actor, action, target, result, run_id, artifact, body)
-             SELECT a, b, c, d, e, f, g, h, i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                                  $6::text[], $7::bigint[], $8::text[], $9::bytea[])
-                 WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, o) ORDER BY o",
-            &[&idx, &time, &actor, &action, &target, &result, &run, &artifact, &body],
+            &ins_e,
+            &[
+                &idx, &time, &actor, &action, &target, &result, &run, &artifact, &body,
+            ],
         )
         .map_err(|e| pg(&e))?;
         let hidx: Vec<i64> = (0..plan.hashes.len())
             .map(|k| i(plan.first_hash + k as u64))
             .collect();
         let hashes: Vec<&[u8]> = plan.hashes.iter().map(|h| h.0.as_slice()).collect();
+        tx.execute(&ins_h, &[&hidx, &hashes]).map_err(|e| pg(&e))?;
         tx.execute(
-            "INSERT INTO audit_hashes (idx, hash)
-             SELECT a, b FROM unnest($1::bigint[], $2::bytea[]) WITH ORDINALITY AS t(a, b, o) ORDER BY o",
-            &[&hidx, &hashes],
-        )
-        .map_err(|e| pg(&e))?;
-        tx.execute(
-            "INSERT INTO audit_checkpoints (size, note, created_us) VALUES ($1, $2, $3)",
+            &ins_c,
             &[
                 &i(plan.checkpoint_size),
                 &plan.checkpoint,
@@ -289,18 +323,15 @@ impl Backend for Pg {
     }
 
     fn read_hashes(&mut self, indexes: &[u64]) -> Result<Vec<Hash>, AuditError> {
-        read_hashes_on(&mut self.client, indexes)
+        let st = self.st(READ_HASHES)?;
+        read_hashes_on(&mut self.client, &st, indexes)
     }
 
     fn entries(&mut self, from: u64, limit: usize) -> Result<Vec<Stored>, AuditError> {
+        let st = self.st(ENTRIES)?;
         let rows = self
             .client
-            .query(
-                &format!(
-                    "SELECT {COLUMNS} FROM audit_entries WHERE idx >= $1 ORDER BY idx LIMIT $2"
-                ),
-                &[&i(from), &i(limit as u64)],
-            )
+            .query(&st, &[&i(from), &i(limit as u64)])
             .map_err(|e| pg(&e))?;
         Ok(rows.iter().map(stored).collect())
     }
@@ -334,12 +365,10 @@ impl Backend for Pg {
     }
 
     fn latest_checkpoint(&mut self) -> Result<Option<(u64, String)>, AuditError> {
+        let st = self.st(LATEST)?;
         Ok(self
             .client
-            .query_opt(
-                "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1",
-                &[],
-            )
+            .query_opt(&st, &[])
             .map_err(|e| pg(&e))?
             .map(|r| (u(r.get(0)), r.get(1))))
     }

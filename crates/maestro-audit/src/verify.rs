@@ -61,6 +61,77 @@ struct External {
     root: Hash,
 }
 
+/// What is checked of one entry on its own: parsing, canonical form, its time, its leaf
+/// hash, and (in a store) the query columns against the entry.
+pub(crate) struct Pre {
+    parsed: Result<Parsed, String>,
+    leaf: Hash,
+    column_problems: Vec<String>,
+}
+
+struct Parsed {
+    index: u64,
+    time: String,
+    time_us: Result<i64, String>,
+    rotates_to: Option<String>,
+}
+
+impl Pre {
+    pub(crate) fn of(body: &[u8], stored: Option<&Stored>) -> Pre {
+        let leaf = tlog_tiles::record_hash(body);
+        let mut column_problems = Vec::new();
+        let parsed = Entry::parse(body).map(|e| {
+            let time_us = e.time_us();
+            if let Some(s) = stored {
+                columns(s, &e, time_us.as_ref().ok().copied(), &mut column_problems);
+            }
+            Parsed {
+                index: e.index,
+                rotates_to: (e.action == "key.rotate" && e.result == Outcome::Success)
+                    .then(|| {
+                        e.params
+                            .get("vkey")
+                            .and_then(|v| v.as_str())
+                            .map(str::to_owned)
+                    })
+                    .flatten(),
+                time: e.time,
+                time_us,
+            }
+        });
+        Pre {
+            parsed,
+            leaf,
+            column_problems,
+        }
+    }
+}
+
+/// [`Pre::of`] for a page of stored entries, on every core.
+fn pre_page(page: &[Stored]) -> Vec<Pre> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if threads < 2 || page.len() < 256 {
+        return page.iter().map(|s| Pre::of(&s.body, Some(s))).collect();
+    }
+    let chunk = page.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = page
+            .chunks(chunk)
+            .map(|c| {
+                scope.spawn(move || {
+                    c.iter()
+                        .map(|s| Pre::of(&s.body, Some(s)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
 /// Feeds entries in order and checks them as they come.
 pub(crate) struct Checker {
     trust: Trust,
@@ -119,52 +190,58 @@ impl Checker {
 
     /// Checks the entry at `position` and adds it to the tree; returns the hashes it
     /// adds to the stored tree.
-    pub(crate) fn entry(&mut self, position: u64, body: &[u8]) -> (Vec<Hash>, Option<Entry>) {
-        let parsed = match Entry::parse(body) {
-            Ok(e) => Some(e),
-            Err(why) => {
-                self.problem(
-                    Some(position),
-                    format!("entry {position} is not a valid entry ({why}): it was changed after it was written"),
-                );
-                None
-            }
-        };
-        if let Some(e) = &parsed {
-            if e.index != position {
-                self.problem(
-                    Some(position.min(e.index)),
-                    format!(
-                        "entry at position {position} says it is entry {}: entries were reordered or removed",
-                        e.index
-                    ),
-                );
-            }
-            match e.time_us() {
-                Ok(t) => {
-                    if self.last_time.is_some_and(|l| t < l) {
-                        self.problem(
-                            Some(position),
-                            format!(
-                                "entry {position} is dated {} , earlier than the entry before it",
-                                e.time
-                            ),
-                        );
-                    }
-                    self.last_time = Some(t);
+    pub(crate) fn entry(&mut self, position: u64, body: &[u8]) -> Vec<Hash> {
+        self.checked(position, Pre::of(body, None))
+    }
+
+    /// [`Checker::entry`] for an entry whose independent checks were done already
+    /// (possibly on another thread).
+    pub(crate) fn checked(&mut self, position: u64, pre: Pre) -> Vec<Hash> {
+        match &pre.parsed {
+            Err(why) => self.problem(
+                Some(position),
+                format!(
+                    "entry {position} is not a valid entry ({why}): it was changed after it was written"
+                ),
+            ),
+            Ok(p) => {
+                if p.index != position {
+                    self.problem(
+                        Some(position.min(p.index)),
+                        format!(
+                            "entry at position {position} says it is entry {}: entries were reordered or removed",
+                            p.index
+                        ),
+                    );
                 }
-                Err(why) => self.problem(Some(position), format!("entry {position}: {why}")),
-            }
-            if e.action == "key.rotate"
-                && e.result == Outcome::Success
-                && let Some(v) = e.params.get("vkey").and_then(|v| v.as_str())
-            {
-                self.pending_keys.push((position, v.to_owned()));
+                match p.time_us {
+                    Ok(t) => {
+                        if self.last_time.is_some_and(|l| t < l) {
+                            self.problem(
+                                Some(position),
+                                format!(
+                                    "entry {position} is dated {}, earlier than the entry before it",
+                                    p.time
+                                ),
+                            );
+                        }
+                        self.last_time = Some(t);
+                    }
+                    Err(ref why) => {
+                        self.problem(Some(position), format!("entry {position}: {why}"));
+                    }
+                }
+                if let Some(v) = &p.rotates_to {
+                    self.pending_keys.push((position, v.clone()));
+                }
             }
         }
-        let stored = self.frontier.push(body);
+        for c in pre.column_problems {
+            self.problem(Some(position), c);
+        }
+        let stored = self.frontier.push_hash(pre.leaf);
         self.check_externals();
-        (stored, parsed)
+        stored
     }
 
     fn check_externals(&mut self) {
@@ -299,7 +376,13 @@ pub(crate) fn store(
         if page.is_empty() {
             break;
         }
-        for s in page {
+        let pres = pre_page(&page);
+        if pres.len() != page.len() {
+            return Err(AuditError::Corrupt(
+                "a verification thread failed".to_owned(),
+            ));
+        }
+        for (s, pre) in page.iter().zip(pres) {
             let position = c.frontier.size();
             if s.index != next {
                 c.problem(
@@ -311,10 +394,7 @@ pub(crate) fn store(
                 );
             }
             next = s.index + 1;
-            let (produced, parsed) = c.entry(position, &s.body);
-            if let Some(e) = &parsed {
-                columns(&mut c, &s, e);
-            }
+            let produced = c.checked(position, pre);
             // The stored tree must hold exactly the hashes the entries produce.
             let mut differs = false;
             for h in produced {
@@ -390,36 +470,42 @@ pub(crate) fn store(
 }
 
 /// The columns kept beside an entry for queries must say what the entry says.
-fn columns(c: &mut Checker, s: &Stored, e: &Entry) {
-    let pairs: [(&str, String, String); 5] = [
-        ("actor", s.actor.clone(), e.actor.id.clone()),
-        ("action", s.action.clone(), e.action.clone()),
-        ("target", s.target.clone(), e.target.clone()),
-        ("result", s.result.clone(), e.result.as_str().to_owned()),
+fn columns(s: &Stored, e: &Entry, time_us: Option<i64>, out: &mut Vec<String>) {
+    let time_ok = time_us == Some(s.time_us);
+    let checks = [
         (
-            "time",
-            s.time_us.to_string(),
-            e.time_us().map(|t| t.to_string()).unwrap_or_default(),
+            "actor",
+            s.actor == e.actor.id,
+            &s.actor,
+            e.actor.id.as_str(),
+        ),
+        ("action", s.action == e.action, &s.action, e.action.as_str()),
+        ("target", s.target == e.target, &s.target, e.target.as_str()),
+        (
+            "result",
+            s.result == e.result.as_str(),
+            &s.result,
+            e.result.as_str(),
         ),
     ];
-    for (name, stored, said) in pairs {
-        if stored != said {
-            c.problem(
-                Some(s.index),
-                format!(
-                    "entry {}: the stored `{name}` column says `{stored}`, the entry says `{said}` (edited to mislead queries)",
-                    s.index
-                ),
-            );
+    for (name, same, stored, said) in checks {
+        if !same {
+            out.push(format!(
+                "entry {}: the stored `{name}` column says `{stored}`, the entry says `{said}` (edited to mislead queries)",
+                s.index
+            ));
         }
     }
+    if !time_ok {
+        out.push(format!(
+            "entry {}: the stored time column differs from the entry's time `{}`",
+            s.index, e.time
+        ));
+    }
     if s.run != e.links.run || s.artifact != e.links.artifact {
-        c.problem(
-            Some(s.index),
-            format!(
-                "entry {}: the stored links differ from the entry's",
-                s.index
-            ),
-        );
+        out.push(format!(
+            "entry {}: the stored links differ from the entry's",
+            s.index
+        ));
     }
 }

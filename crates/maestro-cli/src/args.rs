@@ -658,6 +658,10 @@ pub(crate) struct RunArgs {
     pub common: Common,
     /// Only these jobs (and what they need).
     pub jobs: Vec<String>,
+    /// Why this run publishes or deploys, for the audit log. Default: the commit's
+    /// subject line.
+    #[arg(long, env = "MAESTRO_REASON")]
+    pub reason: Option<String>,
     /// Jobs running at once. Default: the number of cores.
     #[arg(long = "jobs", short = 'j', value_name = "N")]
     pub parallelism: Option<usize>,

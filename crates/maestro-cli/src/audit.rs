@@ -219,3 +219,130 @@ pub(crate) fn trust(paths: &Paths, keys: &[String]) -> Result<maestro_audit::Tru
         )
     })
 }
+
+/// Writes publish and deploy jobs to the audit log. The log and its key are opened on the
+/// first privileged job, so runs without one never touch them.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    paths: Paths,
+    root: PathBuf,
+    reason: Option<String>,
+    actor: Actor,
+    open: std::sync::Mutex<Option<(Log, LogKey)>>,
+}
+
+impl Recorder {
+    pub(crate) fn new(paths: Paths, root: PathBuf, reason: Option<String>) -> Recorder {
+        Recorder {
+            paths,
+            root,
+            reason: reason.filter(|r| !r.trim().is_empty()),
+            actor: actor(),
+            open: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// `--reason`/MAESTRO_REASON, else `<short sha> <subject>` of the checked-out commit.
+    fn reason(&self) -> Option<(String, &'static str)> {
+        if let Some(r) = &self.reason {
+            return Some((r.clone(), "given"));
+        }
+        let out = std::process::Command::new("git")
+            .args(["log", "-1", "--format=%h %s"])
+            .current_dir(&self.root)
+            .stderr(std::process::Stdio::null())
+            .output()
+            .ok()?;
+        let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        (out.status.success() && !s.is_empty()).then_some((s, "commit"))
+    }
+
+    fn append(&self, entry: &maestro_audit::NewEntry) -> Result<i64, String> {
+        let mut guard = self
+            .open
+            .lock()
+            .map_err(|_| "the audit log is unavailable".to_owned())?;
+        if guard.is_none() {
+            let mut log = open(&self.paths, None).map_err(|f| format!("{:?}", f.report))?;
+            let key = key(&self.paths, &mut log, true).map_err(|f| format!("{:?}", f.report))?;
+            *guard = Some((log, key));
+        }
+        let (log, key) = guard
+            .as_mut()
+            .ok_or_else(|| "the audit log is unavailable".to_owned())?;
+        let r = log.append(key, entry).map_err(|e| e.to_string())?;
+        i64::try_from(r.index).map_err(|e| e.to_string())
+    }
+
+    fn entry(
+        &self,
+        job: &maestro_engine::privileged::PrivilegedJob,
+        result: maestro_audit::Outcome,
+        params: serde_json::Value,
+        parent: Option<u64>,
+    ) -> Result<maestro_audit::NewEntry, String> {
+        let action = job.gate.as_str();
+        let Some((reason, source)) = self.reason() else {
+            return Err(format!(
+                "`{action}` is a privileged action and needs a reason for the audit log: pass --reason or set MAESTRO_REASON (in a git repository the commit's subject is used)"
+            ));
+        };
+        let mut params = params;
+        if let serde_json::Value::Object(m) = &mut params {
+            m.insert("reason_from".into(), source.into());
+        }
+        Ok(maestro_audit::NewEntry {
+            actor: self.actor.clone(),
+            action: action.to_owned(),
+            target: format!("{}/{}", job.pipeline, job.job),
+            params,
+            reason: Some(reason),
+            result,
+            links: maestro_audit::Links {
+                run: Some(job.run_id),
+                job: Some(job.job.clone()),
+                artifact: job.artifacts.first().map(|(_, d)| d.clone()),
+                trace: job.trace_id.clone(),
+                parent,
+                ..maestro_audit::Links::default()
+            },
+        })
+    }
+}
+
+impl maestro_engine::privileged::Privileged for Recorder {
+    fn before(&self, job: &maestro_engine::privileged::PrivilegedJob) -> Result<i64, String> {
+        let artifacts: Vec<serde_json::Value> = job
+            .artifacts
+            .iter()
+            .map(|(p, d)| serde_json::json!({"path": p, "digest": d}))
+            .collect();
+        let e = self.entry(
+            job,
+            maestro_audit::Outcome::Started,
+            serde_json::json!({"artifacts": artifacts}),
+            None,
+        )?;
+        self.append(&e)
+    }
+
+    fn after(
+        &self,
+        job: &maestro_engine::privileged::PrivilegedJob,
+        started: i64,
+        status: &str,
+    ) -> Result<i64, String> {
+        let result = if status == "succeeded" {
+            maestro_audit::Outcome::Success
+        } else {
+            maestro_audit::Outcome::Failure
+        };
+        let e = self.entry(
+            job,
+            result,
+            serde_json::json!({"status": status}),
+            u64::try_from(started).ok(),
+        )?;
+        self.append(&e)
+    }
+}

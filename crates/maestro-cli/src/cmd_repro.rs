@@ -192,6 +192,8 @@ fn build(
         host_env: scrubbed_env(tz),
         fixed_env: vec![("SOURCE_DATE_EPOCH".into(), origin.epoch.to_string())],
         trace_id: None,
+        // A rebuild in a scratch directory publishes and deploys nothing.
+        privileged: None,
     };
     let runtime = crate::runtime(parallelism)?;
     let root = pipeline.root.clone();

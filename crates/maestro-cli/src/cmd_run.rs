@@ -111,6 +111,11 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         host_env: std::env::vars().collect(),
         fixed_env: Vec::new(),
         trace_id: None,
+        privileged: Some(Arc::new(crate::audit::Recorder::new(
+            paths.clone(),
+            pipeline.root.clone(),
+            a.reason.clone(),
+        ))),
     };
     let runtime = crate::runtime(parallelism)?;
     let color = output == Output::Human && std::env::var_os("NO_COLOR").is_none();

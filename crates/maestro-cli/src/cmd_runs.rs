@@ -133,6 +133,20 @@ pub(crate) fn show(common: &Common, id: Option<i64>, json: bool) -> Result<u8, F
             ("miss", _, Some(r)) => format!("cache miss: {r}"),
             _ => String::new(),
         };
+        let detail = match j.audit {
+            Some(a) => {
+                let audit = match a.outcome {
+                    Some(o) => format!("audit #{} → #{o}", a.started),
+                    None => format!("audit #{}", a.started),
+                };
+                if detail.is_empty() {
+                    audit
+                } else {
+                    format!("{detail} · {audit}")
+                }
+            }
+            None => detail,
+        };
         let _ = writeln!(
             out,
             "{:<10} {:<28} {:<12} {:>9} {:>8}  {detail}",

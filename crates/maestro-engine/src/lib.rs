@@ -9,6 +9,7 @@ pub mod exec;
 pub mod git;
 pub mod junit;
 pub mod lock;
+pub mod privileged;
 pub mod repro;
 pub mod run;
 

@@ -39,6 +39,9 @@ pub struct Options {
     /// `SOURCE_DATE_EPOCH` this way). Not part of cache keys.
     pub fixed_env: Vec<(String, String)>,
     pub trace_id: Option<String>,
+    /// Records publish and deploy jobs in the audit log; `None` runs them unrecorded
+    /// (only for tools like `maestro repro`, which never deploy).
+    pub privileged: Option<Arc<dyn crate::privileged::Privileged>>,
 }
 
 /// The end of a run.
@@ -96,6 +99,9 @@ struct Shared {
     logs: PathBuf,
     grace: Duration,
     pipeline: Arc<Pipeline>,
+    run_id: i64,
+    trace_id: Option<String>,
+    privileged: Option<Arc<dyn crate::privileged::Privileged>>,
 }
 
 fn log_name(job: &str, attempt: u32) -> String {
@@ -603,6 +609,7 @@ fn base_row(job: &Job, key: Option<&str>) -> JobRow {
         exit_code: None,
         log_path: None,
         flaky: false,
+        audit: None,
         attempts: Vec::new(),
         artifacts: Vec::new(),
         tests: Vec::new(),
@@ -856,6 +863,50 @@ async fn execute(
             return refused(shared, job, row, &preamble, check.first_problem, started);
         }
     }
+    // A privileged job runs only once its audit entry is durable.
+    let mut privileged = None;
+    if let (Some(gate), Some(recorder)) = (job.gate.filter(|g| g.is_barrier()), &shared.privileged)
+    {
+        let pj = crate::privileged::PrivilegedJob {
+            run_id: shared.run_id,
+            pipeline: shared.pipeline.name.clone(),
+            job: job.name.clone(),
+            gate,
+            artifacts: job
+                .deploys
+                .iter()
+                .filter_map(|a| {
+                    maestro_cache::cas::hash_file(&shared.root.join(a))
+                        .ok()
+                        .map(|(d, _)| (a.clone(), format!("sha256:{d}")))
+                })
+                .collect(),
+            trace_id: shared.trace_id.clone(),
+        };
+        let r = Arc::clone(recorder);
+        let pj2 = pj.clone();
+        let before = tokio::task::spawn_blocking(move || r.before(&pj2))
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()));
+        match before {
+            Ok(index) => {
+                preamble.push_str(&format!(
+                    "maestro: audit entry #{index}: {} of {} by this run\n",
+                    gate.as_str(),
+                    job.name
+                ));
+                row.audit = Some(maestro_store::AuditLink {
+                    started: index,
+                    outcome: None,
+                });
+                privileged = Some((Arc::clone(recorder), pj, index));
+            }
+            Err(e) => {
+                let report = format!("{preamble}maestro: refused: {e}\n");
+                return refused(shared, job, row, &report, Some(e), started);
+            }
+        }
+    }
     let mut final_exit = exec::Exit::SpawnError;
     let mut saw_failure = false;
     for attempt in 1..=job.retries + 1 {
@@ -923,6 +974,32 @@ async fn execute(
     row.status = final_exit.status().to_owned();
     if final_exit == exec::Exit::TimedOut {
         row.note = Some(format!("timed out after {}", humanize(job.timeout)));
+    }
+    if let Some((recorder, pj, started_index)) = privileged {
+        let status = row.status.clone();
+        let after =
+            tokio::task::spawn_blocking(move || recorder.after(&pj, started_index, &status))
+                .await
+                .unwrap_or_else(|e| Err(e.to_string()));
+        match after {
+            Ok(index) => {
+                row.audit = Some(maestro_store::AuditLink {
+                    started: started_index,
+                    outcome: Some(index),
+                });
+            }
+            Err(e) => {
+                // An outcome nobody can audit is not a success.
+                row.status = "failed".into();
+                row.note = Some(format!(
+                    "the outcome could not be written to the audit log: {e}"
+                ));
+                final_exit = exec::Exit::Failed {
+                    code: None,
+                    signal: None,
+                };
+            }
+        }
     }
     let mut finished = Finished {
         id,
@@ -1065,6 +1142,9 @@ pub async fn run(
         logs: logs.clone(),
         grace: opts.grace,
         pipeline: Arc::clone(&pipeline),
+        run_id,
+        trace_id: opts.trace_id.clone(),
+        privileged: opts.privileged.clone(),
     });
     let total = selected.iter().filter(|s| **s).count();
     let mut unsettled = vec![0usize; Gate::ALL.len() + 1];

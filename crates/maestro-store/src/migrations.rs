@@ -116,4 +116,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX waiver_uses_by_time ON waiver_uses(created_at);
     ",
+    // 4: the audit entries a privileged job (publish, deploy) wrote: the `started` entry
+    // before it ran and the outcome after.
+    r"
+    ALTER TABLE jobs ADD COLUMN audit_started INTEGER;
+    ALTER TABLE jobs ADD COLUMN audit_outcome INTEGER;
+    ",
 ];

@@ -105,9 +105,19 @@ pub struct JobRow {
     pub log_path: Option<String>,
     /// A pass after a failure on the same inputs.
     pub flaky: bool,
+    /// For privileged jobs (publish, deploy gates): the audit log entries written before
+    /// the job started and with its outcome.
+    pub audit: Option<AuditLink>,
     pub attempts: Vec<AttemptRow>,
     pub artifacts: Vec<ArtifactRow>,
     pub tests: Vec<TestRow>,
+}
+
+/// Where a job's audit entries are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditLink {
+    pub started: i64,
+    pub outcome: Option<i64>,
 }
 
 /// A content-addressed cache entry: the outputs of a job for one key.

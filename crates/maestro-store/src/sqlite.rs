@@ -84,8 +84,8 @@ impl SqliteStore {
 fn put_job(tx: &Transaction<'_>, run_id: i64, j: &JobRow) -> Result<(), StoreError> {
     tx.prepare_cached(
         "INSERT OR REPLACE INTO jobs (run_id, name, gate, status, cache, cache_key, reason,
-         started_at, duration_ms, exit_code, log_path, flaky, note)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+         started_at, duration_ms, exit_code, log_path, flaky, note, audit_started, audit_outcome)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         run_id,
@@ -100,7 +100,9 @@ fn put_job(tx: &Transaction<'_>, run_id: i64, j: &JobRow) -> Result<(), StoreErr
         j.exit_code,
         j.log_path,
         j.flaky,
-        j.note
+        j.note,
+        j.audit.map(|a| a.started),
+        j.audit.and_then(|a| a.outcome)
     ])?;
     for a in &j.attempts {
         tx.prepare_cached(
@@ -189,7 +191,7 @@ impl SqliteStore {
     fn job_rows(&self, run_id: i64, only: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT name, gate, status, cache, cache_key, reason, started_at, duration_ms,
-             exit_code, log_path, flaky, note FROM jobs WHERE run_id = ?1 AND (?2 IS NULL OR name = ?2)
+             exit_code, log_path, flaky, note, audit_started, audit_outcome FROM jobs WHERE run_id = ?1 AND (?2 IS NULL OR name = ?2)
              ORDER BY started_at IS NULL, started_at, name",
         )?;
         let mut jobs: Vec<JobRow> = stmt
@@ -207,6 +209,12 @@ impl SqliteStore {
                     log_path: r.get(9)?,
                     flaky: r.get(10)?,
                     note: r.get(11)?,
+                    audit: r
+                        .get::<_, Option<i64>>(12)?
+                        .map(|started| crate::AuditLink {
+                            started,
+                            outcome: r.get(13).ok().flatten(),
+                        }),
                     attempts: Vec::new(),
                     artifacts: Vec::new(),
                     tests: Vec::new(),

@@ -1,7 +1,7 @@
 //! The SQLite store: migrations, transactional batches, interrupted runs, cache entries.
 
 use maestro_store::{
-    ArtifactRow, AttemptRow, Batch, CacheEntry, JobRow, NewRun, ReproRow, RunStatus, SqliteStore,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobRow, NewRun, ReproRow, RunStatus, SqliteStore,
     Store, TestRow, WaiverUseRow,
 };
 
@@ -19,6 +19,7 @@ fn job(name: &str, status: &str, cache: &str) -> JobRow {
         exit_code: Some(0),
         log_path: Some(format!("logs/{name}.log")),
         flaky: false,
+        audit: None,
         attempts: vec![AttemptRow {
             attempt: 1,
             status: status.into(),
@@ -72,7 +73,7 @@ fn runs_round_trip_and_interrupted_runs_are_marked() {
     let run_id;
     {
         let mut s = SqliteStore::open(&path).expect("open");
-        assert_eq!(s.schema_version().expect("version"), 3);
+        assert_eq!(s.schema_version().expect("version"), 4);
         run_id = s
             .begin_run(&NewRun {
                 pipeline: "p".into(),
@@ -81,8 +82,13 @@ fn runs_round_trip_and_interrupted_runs_are_marked() {
                 ..NewRun::default()
             })
             .expect("begin");
+        let mut deploy = job("b", "failed", "hit");
+        deploy.audit = Some(AuditLink {
+            started: 7,
+            outcome: Some(8),
+        });
         let batch = Batch {
-            jobs: vec![job("a", "succeeded", "miss"), job("b", "failed", "hit")],
+            jobs: vec![job("a", "succeeded", "miss"), deploy],
             ..Batch::default()
         };
         s.record(run_id, &batch).expect("record");
@@ -101,6 +107,14 @@ fn runs_round_trip_and_interrupted_runs_are_marked() {
     assert_eq!(d.jobs[0].attempts.len(), 1);
     assert_eq!(d.jobs[0].tests[0].name, "t");
     assert_eq!(d.jobs[0].artifacts[0].digest, "d1");
+    assert_eq!(d.jobs[0].audit, None);
+    assert_eq!(
+        d.jobs[1].audit,
+        Some(AuditLink {
+            started: 7,
+            outcome: Some(8)
+        })
+    );
     assert_eq!(s.latest_run().expect("latest"), Some(run_id));
     assert_eq!(
         s.last_job_record("a").expect("last").map(|(r, _)| r),

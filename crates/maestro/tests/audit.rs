@@ -335,3 +335,67 @@ fn rotation_is_followed_from_the_first_key_and_a_kept_checkpoint_catches_a_fork(
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("fork"), "{}", text(&out));
 }
+
+#[test]
+fn a_deploy_is_audited_before_and_after_with_the_commit_as_its_reason() {
+    let repo = Repo::example();
+    repo.git(&["init", "-q"]);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-qm", "feat(greet): say hello in Welsh"]);
+    let out = repo
+        .cmd(&["run", "--log-format", "plain"])
+        .output()
+        .expect("spawn");
+    assert!(out.status.success(), "{}", text(&out));
+    let jobs = repo.latest_jobs();
+    let link = &jobs["deploy"]["audit"];
+    assert_eq!(link["started"], 0, "{jobs:?}");
+    assert_eq!(link["outcome"], 1, "{jobs:?}");
+    let shown = ok(&repo, &["runs", "show"]);
+    assert!(shown.contains("audit #0 → #1"), "{shown}");
+    let entries: serde_json::Value =
+        serde_json::from_str(&ok(&repo, &["audit", "list", "--json", "--run", "1"])).expect("json");
+    let (outcome, started) = (&entries[0], &entries[1]);
+    assert_eq!(started["action"], "deploy");
+    assert_eq!(started["result"], "started");
+    assert_eq!(outcome["result"], "success");
+    assert_eq!(outcome["links"]["parent"], 0);
+    assert!(
+        started["reason"]
+            .as_str()
+            .is_some_and(|r| r.ends_with("feat(greet): say hello in Welsh")),
+        "{started}"
+    );
+    assert_eq!(started["params"]["reason_from"], "commit");
+    let digest = format!(
+        "sha256:{}",
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(
+            std::fs::read(repo.path().join("dist/hello-service.tar.gz")).expect("tarball")
+        ))
+    );
+    assert_eq!(started["links"]["artifact"], digest.as_str(), "{started}");
+    assert_eq!(started["params"]["artifacts"][0]["digest"], digest.as_str());
+    let out = ok(&repo, &["audit", "verify"]);
+    assert!(out.ends_with("OK\n"), "{out}");
+}
+
+#[test]
+fn a_deploy_without_a_reason_does_not_run() {
+    // Not a git repository and no --reason: nothing to say why.
+    let repo = Repo::example();
+    let out = repo
+        .cmd(&["run", "--log-format", "plain"])
+        .output()
+        .expect("spawn");
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let jobs = repo.latest_jobs();
+    assert_eq!(jobs["deploy"]["status"], "failed");
+    let note = jobs["deploy"]["note"].as_str().unwrap_or_default();
+    assert!(note.contains("needs a reason"), "{note}");
+    assert!(
+        !repo.path().join(".maestro/envs/local").exists(),
+        "the deploy command never ran"
+    );
+    let listed = ok(&repo, &["audit", "list"]);
+    assert!(listed.contains("no audit entries"), "{listed}");
+}

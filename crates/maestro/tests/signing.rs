@@ -327,7 +327,7 @@ fn a_pipeline_signs_attests_and_verifies_its_own_artifact() {
     repo.write("src.txt", "v1");
     ok(&with_password(&repo, &["keys", "generate"]));
     let out = repo
-        .cmd(&["run", "--log-format", "plain"])
+        .cmd(&["run", "--log-format", "plain", "--reason", "ship v1"])
         .env("MAESTRO_KEY_PASSWORD", PASSWORD)
         .output()
         .expect("spawn");

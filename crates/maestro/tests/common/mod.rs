@@ -85,10 +85,16 @@ impl Repo {
     }
 
     /// `maestro run --log-format plain` plus `args`; returns (exit code, stderr+stdout).
+    /// With a reason for the audit log (publish and deploy jobs need one; tests of the
+    /// refusal use `cmd`).
     pub fn maestro_run(&self, args: &[&str]) -> (i32, String) {
         let mut all = vec!["run", "--log-format", "plain"];
         all.extend_from_slice(args);
-        let out = self.run(&all);
+        let out = self
+            .cmd(&all)
+            .env("MAESTRO_REASON", "end-to-end test")
+            .output()
+            .expect("spawn maestro");
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stderr),
