@@ -30,7 +30,12 @@ fn entry(n: u64) -> NewEntry {
             id: format!("user{}", n % 17),
             via: "os-user".to_owned(),
         },
-        action: if n.is_multiple_of(10) { "deploy" } else { "note" }.to_owned(),
+        action: if n.is_multiple_of(10) {
+            "deploy"
+        } else {
+            "note"
+        }
+        .to_owned(),
         target: format!("service/checkout-{}@stage", n % 50),
         params: serde_json::json!({"replicas": n % 7, "image": "registry.example/checkout:1.4.2"}),
         reason: Some(format!("change {n}: roll out the fix for INC-{}", n % 1000)),

@@ -229,6 +229,7 @@ pub(crate) struct Recorder {
     reason: Option<String>,
     actor: Actor,
     open: std::sync::Mutex<Option<(Log, LogKey)>>,
+    commit_reason: std::sync::OnceLock<Option<String>>,
 }
 
 impl Recorder {
@@ -239,6 +240,7 @@ impl Recorder {
             reason: reason.filter(|r| !r.trim().is_empty()),
             actor: actor(),
             open: std::sync::Mutex::new(None),
+            commit_reason: std::sync::OnceLock::new(),
         }
     }
 
@@ -247,14 +249,17 @@ impl Recorder {
         if let Some(r) = &self.reason {
             return Some((r.clone(), "given"));
         }
-        let out = std::process::Command::new("git")
-            .args(["log", "-1", "--format=%h %s"])
-            .current_dir(&self.root)
-            .stderr(std::process::Stdio::null())
-            .output()
-            .ok()?;
-        let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        (out.status.success() && !s.is_empty()).then_some((s, "commit"))
+        let commit = self.commit_reason.get_or_init(|| {
+            let out = std::process::Command::new("git")
+                .args(["log", "-1", "--format=%h %s"])
+                .current_dir(&self.root)
+                .stderr(std::process::Stdio::null())
+                .output()
+                .ok()?;
+            let s = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            (out.status.success() && !s.is_empty()).then_some(s)
+        });
+        commit.clone().map(|s| (s, "commit"))
     }
 
     fn append(&self, entry: &maestro_audit::NewEntry) -> Result<i64, String> {

@@ -1,8 +1,8 @@
 //! The SQLite store: migrations, transactional batches, interrupted runs, cache entries.
 
 use maestro_store::{
-    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobRow, NewRun, ReproRow, RunStatus, SqliteStore,
-    Store, TestRow, WaiverUseRow,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobRow, NewRun, ReproRow, RunStatus,
+    SqliteStore, Store, TestRow, WaiverUseRow,
 };
 
 fn job(name: &str, status: &str, cache: &str) -> JobRow {
