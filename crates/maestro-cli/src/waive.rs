@@ -116,12 +116,45 @@ impl Waiving {
         });
     }
 
-    /// Writes the uses to the store, all or none. A gate that waived something and cannot
-    /// record it fails: an unrecorded waiver is not a waiver.
+    /// Writes the uses to the audit log (`waive` entries: the waiver's reason, approver
+    /// and expiry; an expired waiver's hit as `denied`) and to the store, all or none
+    /// each. A gate that waived something and cannot record it fails: an unrecorded
+    /// waiver is not a waiver.
     pub(crate) fn record(self, paths: &Paths) -> Result<usize, Failure> {
         if self.uses.is_empty() {
             return Ok(0);
         }
+        let entries: Vec<maestro_audit::NewEntry> = self
+            .uses
+            .iter()
+            .map(|u| maestro_audit::NewEntry {
+                actor: crate::audit::actor(),
+                action: "waive".to_owned(),
+                target: u.subject.clone(),
+                params: serde_json::json!({
+                    "gate": u.gate,
+                    "rule": u.rule,
+                    "source": u.source,
+                    "approver": u.approver,
+                    "expires": u.expires,
+                }),
+                reason: Some(u.reason.clone()),
+                result: if u.expired {
+                    maestro_audit::Outcome::Denied
+                } else {
+                    maestro_audit::Outcome::Success
+                },
+                links: maestro_audit::Links {
+                    run: u.run_id,
+                    job: u.job.clone(),
+                    ..maestro_audit::Links::default()
+                },
+            })
+            .collect();
+        let mut log = crate::audit::open(paths, None)?;
+        let key = crate::audit::key(paths, &mut log, true)?;
+        log.append_batch(&key, &entries)
+            .map_err(|e| Failure::env(e, "waiver uses must be recorded in the audit log"))?;
         let mut store = crate::open_store(paths)?;
         store.waiver_record(&self.uses).map_err(|e| {
             Failure::env(

@@ -191,6 +191,26 @@ fn waivers_excuse_named_findings_until_they_expire_and_every_use_is_recorded() {
     assert_eq!(uses[1]["expired"], false);
     assert_eq!(uses[1]["rule"], "main.deny");
     assert_eq!(uses[1]["approver"], "alice@example.com");
+
+    // And in the audit log: the waiver's reason is the entry's reason.
+    let out = repo.run(&["audit", "list", "--action", "waive", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(
+        v[0]["result"], "denied",
+        "the expired waiver waived nothing: {v}"
+    );
+    assert_eq!(v[1]["result"], "success");
+    assert!(
+        v[1]["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("aws_s3_bucket_acl.site: S3 bucket ACL")),
+        "{v}"
+    );
+    assert_eq!(v[1]["reason"], "static website behind the CDN (INC-2231)");
+    assert_eq!(v[1]["params"]["approver"], "alice@example.com");
+    let out = repo.run(&["audit", "verify"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
 }
 
 #[test]
