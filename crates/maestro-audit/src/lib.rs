@@ -171,6 +171,27 @@ impl HashReader for Reader<'_> {
     }
 }
 
+/// A [`Reader`] that fetches one more hash (the proven leaf) in the same query, so a
+/// proof is one read of the store (one round trip to PostgreSQL).
+struct WithLeaf<'a> {
+    inner: Reader<'a>,
+    leaf_index: u64,
+    leaf: std::cell::Cell<Option<Hash>>,
+}
+
+impl HashReader for WithLeaf<'_> {
+    fn read_hashes(&self, indexes: &[u64]) -> Result<Vec<Hash>, tlog_tiles::Error> {
+        if self.leaf.get().is_some() {
+            return self.inner.read_hashes(indexes);
+        }
+        let mut all = indexes.to_vec();
+        all.push(self.leaf_index);
+        let mut got = self.inner.read_hashes(&all)?;
+        self.leaf.set(got.pop());
+        Ok(got)
+    }
+}
+
 /// An open audit log.
 pub struct Log {
     backend: Box<dyn Backend>,
@@ -392,16 +413,25 @@ impl Log {
                 "entry {index} is not in the tree of {size} entries"
             )));
         }
-        let leaf = self
-            .backend
-            .read_hashes(&[tlog_tiles::stored_hash_index(0, index)])?;
-        let reader = Reader(std::cell::RefCell::new(self.backend.as_mut()));
+        let reader = WithLeaf {
+            inner: Reader(std::cell::RefCell::new(self.backend.as_mut())),
+            leaf_index: tlog_tiles::stored_hash_index(0, index),
+            leaf: std::cell::Cell::new(None),
+        };
         let proof = tlog_tiles::prove_record(size, index, &reader)
             .map_err(|e| AuditError::Corrupt(format!("cannot prove entry {index}: {e}")))?;
+        let leaf = match reader.leaf.get() {
+            Some(l) => l,
+            None => reader
+                .read_hashes(&[reader.leaf_index])
+                .ok()
+                .and_then(|v| v.first().copied())
+                .ok_or_else(|| AuditError::Corrupt(format!("entry {index}'s hash is missing")))?,
+        };
         Ok(InclusionProof {
             index,
             size,
-            leaf: leaf.first().map(b64).unwrap_or_default(),
+            leaf: b64(&leaf),
             proof: proof.iter().map(b64).collect(),
             checkpoint,
         })
