@@ -371,12 +371,16 @@ pub(crate) fn store(
         Ok(())
     };
     fetch_checkpoints(b, &mut checkpoints, &mut cp_after)?;
-    loop {
-        let page = b.entries(next, PAGE)?;
-        if page.is_empty() {
-            break;
-        }
-        let pres = pre_page(&page);
+    let mut page = b.entries(next, PAGE)?;
+    while let Some(last) = page.last() {
+        // Check this page on the other cores while this thread reads the next one: the
+        // store's round trips overlap with parsing and hashing.
+        let from = last.index + 1;
+        let (pres, following) = std::thread::scope(|scope| {
+            let checking = scope.spawn(|| pre_page(&page));
+            let following = b.entries(from, PAGE);
+            (checking.join().unwrap_or_default(), following)
+        });
         if pres.len() != page.len() {
             return Err(AuditError::Corrupt(
                 "a verification thread failed".to_owned(),
@@ -435,6 +439,7 @@ pub(crate) fn store(
                 fetch_checkpoints(b, &mut checkpoints, &mut cp_after)?;
             }
         }
+        page = following?;
     }
     let size = c.frontier.size();
     if let Some((sz, _)) = checkpoints.front() {
