@@ -3,7 +3,7 @@
 //! that returns only once PostgreSQL has made it durable (`synchronous_commit` is forced
 //! on for the log's session).
 
-use postgres::{Client, NoTls};
+use postgres::Client;
 use tlog_tiles::Hash;
 
 use crate::AuditError;
@@ -85,7 +85,7 @@ const SCHEMA: &[&str] = &[r"
 pub(crate) struct Pg {
     client: Client,
     /// Prepared statements by text: a query then costs one round trip, not two.
-    prepared: std::collections::HashMap<&'static str, postgres::Statement>,
+    prepared: maestro_store::pg::Prepared,
 }
 
 fn pg(e: &postgres::Error) -> AuditError {
@@ -149,15 +149,7 @@ fn read_hashes_on(
 
 impl Pg {
     pub(crate) fn open(url: &str) -> Result<(Pg, String), AuditError> {
-        let config: postgres::Config = url.parse().map_err(|e| {
-            AuditError::Postgres(format!(
-                "the database URL is not a PostgreSQL connection string ({e}); expected postgres://user@host:5432/db"
-            ))
-        })?;
-        let shown = maestro_store::pg::shown(&config);
-        let mut client = config
-            .connect(NoTls)
-            .map_err(|e| AuditError::Postgres(format!("cannot connect to {shown}: {e}")))?;
+        let (mut client, shown) = maestro_store::pg::connect(url).map_err(AuditError::Postgres)?;
         client
             .batch_execute("SET synchronous_commit = on")
             .map_err(|e| pg(&e))?;
@@ -195,7 +187,7 @@ impl Pg {
         Ok((
             Pg {
                 client,
-                prepared: std::collections::HashMap::new(),
+                prepared: maestro_store::pg::Prepared::default(),
             },
             shown,
         ))
@@ -204,12 +196,7 @@ impl Pg {
 
 impl Pg {
     fn st(&mut self, sql: &'static str) -> Result<postgres::Statement, AuditError> {
-        if let Some(s) = self.prepared.get(sql) {
-            return Ok(s.clone());
-        }
-        let s = self.client.prepare(sql).map_err(|e| pg(&e))?;
-        self.prepared.insert(sql, s.clone());
-        Ok(s)
+        self.prepared.get(&mut self.client, sql).map_err(|e| pg(&e))
     }
 }
 

@@ -7,13 +7,14 @@ mod common;
 
 use std::path::PathBuf;
 
-use common::{PgDb, actor, entry, key};
+use common::{actor, entry, key};
 use maestro_audit::{Log, LogKey, Query, Trust, check_consistency, check_inclusion};
+use maestro_store::pg::Throwaway;
 
 /// A log on one of the two stores, with a back door for tampering.
 enum Store {
     Sqlite(tempfile::TempDir),
-    Pg(PgDb),
+    Pg(Throwaway),
 }
 
 impl Store {
@@ -88,7 +89,7 @@ impl Store {
 
 fn both(test: fn(&Store)) {
     test(&Store::sqlite());
-    test(&Store::Pg(PgDb::new()));
+    test(&Store::Pg(Throwaway::new("audit")));
 }
 
 fn filled(store: &Store, n: u64) -> (Log, LogKey) {

@@ -1,22 +1,48 @@
 //! The store: runs, jobs, attempts, cache entries, artifacts and test results.
 //!
 //! [`Store`] is the interface every backend implements; [`SqliteStore`] is the embedded
-//! default (a file under `.maestro/`). Every write is one transaction; schema changes are
-//! versioned migrations ([`migrations`]).
+//! default (a file under `.maestro/`), [`PgStore`] the store at scale (several conductors
+//! on one PostgreSQL). Every write is one transaction; schema changes are versioned
+//! migrations with the same versions on both ([`migrations`]).
 
 mod migrations;
 pub mod pg;
+mod postgres;
 mod records;
 mod sqlite;
 
+pub use crate::postgres::PgStore;
 pub use records::*;
 pub use sqlite::SqliteStore;
+
+/// Opens the store `location` names: a `postgres://` (or `postgresql://`) URL, or the path
+/// of an SQLite file.
+///
+/// # Errors
+/// As [`PgStore::open`] and [`SqliteStore::open`].
+pub fn open(location: &str) -> Result<Box<dyn Store>, StoreError> {
+    if is_postgres(location) {
+        Ok(Box::new(PgStore::open(location)?))
+    } else {
+        Ok(Box::new(SqliteStore::open(std::path::Path::new(location))?))
+    }
+}
+
+/// Whether `location` names a PostgreSQL database rather than an SQLite file.
+#[must_use]
+pub fn is_postgres(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
 
 /// Store failures.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("PostgreSQL error")]
+    Postgres(#[from] ::postgres::Error),
+    #[error("{0}")]
+    Connect(String),
     #[error(
         "the store at {path} has schema version {found}, newer than this Maestro ({supported}); upgrade Maestro"
     )]
@@ -32,7 +58,7 @@ pub enum StoreError {
 }
 
 /// The store interface. Implementations make every method one transaction.
-pub trait Store: Send {
+pub trait Store: Send + std::fmt::Debug {
     /// Records a new run in state `running` and returns its id.
     ///
     /// # Errors
@@ -55,7 +81,9 @@ pub trait Store: Send {
         finished_at_ms: i64,
     ) -> Result<(), StoreError>;
     /// Marks every run still `running` as `interrupted` (called while holding the
-    /// repository's run lock, so none of them can be alive). Returns their ids.
+    /// repository's run lock, so none of them can be alive). Returns their ids. Only for a
+    /// store one repository owns: a shared store (the conductor's) holds runs of other
+    /// machines that are alive.
     ///
     /// # Errors
     /// On database failure.

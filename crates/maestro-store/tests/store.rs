@@ -1,0 +1,447 @@
+//! The store suite, run on both backends: every test exists as `<name>::sqlite` (a file in
+//! a temporary directory) and `<name>::postgres` (a throwaway database on the server at
+//! 127.0.0.1:5432). Migrations, transactional batches, interrupted runs, cache entries,
+//! reproducibility checks and waiver uses.
+
+use maestro_store::pg::Throwaway;
+use maestro_store::{
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobRow, NewRun, PgStore, ReproRow,
+    RunStatus, SqliteStore, Store, TestRow, WaiverUseRow,
+};
+
+/// Where a test's store lives; `open` opens it again (a new connection, as a restarted
+/// process would).
+enum Fixture {
+    Sqlite(tempfile::TempDir),
+    Postgres(Throwaway),
+}
+
+impl Fixture {
+    fn sqlite() -> Fixture {
+        Fixture::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn postgres() -> Fixture {
+        Fixture::Postgres(Throwaway::new("store"))
+    }
+
+    fn location(&self) -> String {
+        match self {
+            Fixture::Sqlite(d) => d.path().join("store.db").display().to_string(),
+            Fixture::Postgres(db) => db.url.clone(),
+        }
+    }
+
+    fn open(&self) -> Box<dyn Store> {
+        maestro_store::open(&self.location()).expect("open the store")
+    }
+
+    fn schema_version(&self) -> i64 {
+        match self {
+            Fixture::Sqlite(d) => SqliteStore::open(&d.path().join("store.db"))
+                .expect("open")
+                .schema_version()
+                .expect("version"),
+            Fixture::Postgres(db) => PgStore::open(&db.url)
+                .expect("open")
+                .schema_version()
+                .expect("version"),
+        }
+    }
+
+    /// Pretends a newer Maestro migrated the store.
+    fn bump_schema(&self, to: i64) {
+        match self {
+            Fixture::Sqlite(d) => rusqlite::Connection::open(d.path().join("store.db"))
+                .expect("raw open")
+                .pragma_update(None, "user_version", to)
+                .expect("bump"),
+            Fixture::Postgres(db) => {
+                postgres::Client::connect(&db.url, postgres::NoTls)
+                    .expect("raw connect")
+                    .execute("UPDATE maestro_schema SET version = $1", &[&to])
+                    .expect("bump");
+            }
+        }
+    }
+}
+
+/// Each test body as `<name>::sqlite` and `<name>::postgres`.
+macro_rules! on_both {
+    ($($name:ident($fx:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(clippy::allow_attributes, unused_imports, reason = "shared prelude")]
+            use super::*;
+
+            fn case($fx: &Fixture) $body
+
+            #[test]
+            fn sqlite() {
+                case(&Fixture::sqlite());
+            }
+
+            #[test]
+            fn postgres() {
+                case(&Fixture::postgres());
+            }
+        }
+    )*};
+}
+
+fn job(name: &str, status: &str, cache: &str) -> JobRow {
+    JobRow {
+        name: name.into(),
+        gate: Some("unit".into()),
+        status: status.into(),
+        cache: cache.into(),
+        cache_key: Some(format!("key-{name}")),
+        reason: None,
+        note: None,
+        started_at_ms: Some(1),
+        duration_ms: 5,
+        exit_code: Some(0),
+        log_path: Some(format!("logs/{name}.log")),
+        flaky: false,
+        audit: None,
+        attempts: vec![AttemptRow {
+            attempt: 1,
+            status: status.into(),
+            exit_code: Some(0),
+            signal: None,
+            started_at_ms: 1,
+            duration_ms: 5,
+            log_path: format!("logs/{name}.log"),
+        }],
+        artifacts: vec![ArtifactRow {
+            path: "out.txt".into(),
+            digest: "d1".into(),
+            size: 3,
+            executable: false,
+        }],
+        tests: vec![TestRow {
+            attempt: 1,
+            suite: "s".into(),
+            classname: "c".into(),
+            name: "t".into(),
+            status: "passed".into(),
+            duration_ms: 1,
+            message: None,
+        }],
+    }
+}
+
+fn entry(key: &str, used: i64) -> CacheEntry {
+    CacheEntry {
+        key: key.into(),
+        job: "unit".into(),
+        created_at_ms: used,
+        last_used_at_ms: used,
+        outputs: vec![ArtifactRow {
+            path: "out.txt".into(),
+            digest: format!("blob-{key}"),
+            size: 10,
+            executable: false,
+        }],
+        log_digest: format!("log-{key}"),
+        duration_ms: 5,
+        ingredients: "{}".into(),
+        size: 10,
+    }
+}
+
+/// A store with one run begun.
+fn store_with_run(fx: &Fixture) -> (Box<dyn Store>, i64) {
+    let mut s = fx.open();
+    let run = s
+        .begin_run(&NewRun {
+            pipeline: "p".into(),
+            root: "/r".into(),
+            ..NewRun::default()
+        })
+        .expect("begin");
+    (s, run)
+}
+
+on_both! {
+runs_round_trip_and_interrupted_runs_are_marked(fx) {
+    let run_id;
+    {
+        let mut s = fx.open();
+        run_id = s
+            .begin_run(&NewRun {
+                pipeline: "p".into(),
+                root: "/r".into(),
+                started_at_ms: 10,
+                ..NewRun::default()
+            })
+            .expect("begin");
+        let mut deploy = job("b", "failed", "hit");
+        deploy.audit = Some(AuditLink {
+            started: 7,
+            outcome: Some(8),
+        });
+        let batch = Batch {
+            jobs: vec![job("a", "succeeded", "miss"), deploy],
+            ..Batch::default()
+        };
+        s.record(run_id, &batch).expect("record");
+        // The process "crashes" here: the run is never finished.
+    }
+    assert_eq!(fx.schema_version(), 4);
+    let mut s = fx.open();
+    assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
+    assert_eq!(
+        s.mark_interrupted(100).expect("mark again"),
+        Vec::<i64>::new()
+    );
+    let d = s.run_detail(run_id).expect("detail");
+    assert_eq!(d.run.status, RunStatus::Interrupted);
+    assert_eq!(d.run.finished_at_ms, Some(99));
+    assert_eq!((d.run.jobs, d.run.cached, d.run.failed), (2, 1, 1));
+    assert_eq!(d.jobs[0], job("a", "succeeded", "miss"), "a job comes back as it was recorded");
+    assert_eq!(
+        d.jobs[1].audit,
+        Some(AuditLink {
+            started: 7,
+            outcome: Some(8)
+        })
+    );
+    assert_eq!(s.latest_run().expect("latest"), Some(run_id));
+    assert_eq!(
+        s.last_job_record("a").expect("last").map(|(r, _)| r),
+        Some(run_id)
+    );
+    assert!(s.last_job_record("nope").expect("last").is_none());
+    s.finish_run(run_id, RunStatus::Failed, 120).expect("finish");
+    let listed = s.list_runs(10).expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!((listed[0].status, listed[0].finished_at_ms), (RunStatus::Failed, Some(120)));
+    assert!(matches!(
+        s.finish_run(run_id + 1, RunStatus::Failed, 1),
+        Err(maestro_store::StoreError::NoSuchRun(_))
+    ));
+    assert!(s.run_detail(run_id + 1).is_err());
+}
+
+a_job_recorded_again_replaces_its_rows(fx) {
+    let (mut s, run) = store_with_run(fx);
+    let first = job("a", "failed", "miss");
+    s.record(run, &Batch { jobs: vec![first], ..Batch::default() }).expect("record");
+    let mut again = job("a", "succeeded", "miss");
+    again.tests[0].name = "t2".into();
+    s.record(run, &Batch { jobs: vec![again.clone()], ..Batch::default() }).expect("again");
+    let d = s.run_detail(run).expect("detail");
+    assert_eq!(d.jobs, vec![again]);
+}
+
+tests_keep_their_recorded_order(fx) {
+    let (mut s, run) = store_with_run(fx);
+    let mut j = job("a", "succeeded", "miss");
+    j.tests = ["zeta", "alpha", "mid"]
+        .iter()
+        .map(|n| TestRow { name: (*n).into(), ..j.tests[0].clone() })
+        .collect();
+    s.record(run, &Batch { jobs: vec![j], ..Batch::default() }).expect("record");
+    let names: Vec<String> = s.run_detail(run).expect("detail").jobs[0]
+        .tests
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    assert_eq!(names, ["zeta", "alpha", "mid"]);
+}
+
+a_failing_batch_writes_nothing(fx) {
+    let mut s = fx.open();
+    // Jobs reference runs by foreign key: run 42 does not exist, so the batch fails whole.
+    let batch = Batch {
+        cache_put: vec![entry("k", 1)],
+        jobs: vec![job("a", "succeeded", "miss")],
+        ..Batch::default()
+    };
+    assert!(s.record(42, &batch).is_err());
+    assert!(
+        s.cache_get("k").expect("get").is_none(),
+        "the cache entry of a failed batch must not persist"
+    );
+}
+
+cache_entries_lookup_explain_and_gc(fx) {
+    let mut s = fx.open();
+    let run = s.begin_run(&NewRun::default()).expect("begin");
+    s.record(
+        run,
+        &Batch {
+            cache_put: vec![entry("old", 1), entry("new", 50)],
+            ..Batch::default()
+        },
+    )
+    .expect("put");
+    assert_eq!(s.cache_get("new").expect("get"), Some(entry("new", 50)));
+    assert_eq!(
+        s.cache_latest_for_job("unit", Some("new"))
+            .expect("latest")
+            .map(|e| e.key),
+        Some("old".to_owned())
+    );
+    s.record(
+        run,
+        &Batch {
+            cache_used: vec!["old".into()],
+            used_at_ms: 100,
+            ..Batch::default()
+        },
+    )
+    .expect("touch");
+    let gc = s.cache_gc(60).expect("gc");
+    assert_eq!(
+        (gc.removed_entries, gc.removed_bytes), (1, 10),
+        "only `new` was unused since the cutoff"
+    );
+    assert!(s.cache_get("new").expect("get").is_none());
+    let refs = s.referenced_blobs().expect("refs");
+    assert!(refs.contains("blob-old") && refs.contains("log-old") && !refs.contains("blob-new"));
+    s.record(
+        run,
+        &Batch {
+            jobs: vec![job("a", "succeeded", "hit"), job("b", "succeeded", "miss")],
+            ..Batch::default()
+        },
+    )
+    .expect("jobs");
+    let stats = s.cache_stats().expect("stats");
+    assert_eq!(
+        (stats.entries, stats.bytes, stats.hits, stats.misses, stats.last_run_hits, stats.last_run_misses),
+        (1, 10, 1, 1, 1, 1)
+    );
+    s.cache_remove("old").expect("remove");
+    assert!(s.cache_get("old").expect("get").is_none());
+}
+
+a_flaky_failure_is_found_by_its_key(fx) {
+    let (mut s, first) = store_with_run(fx);
+    s.record(first, &Batch { jobs: vec![job("a", "failed", "miss")], ..Batch::default() })
+        .expect("record");
+    let second = s.begin_run(&NewRun::default()).expect("begin");
+    assert_eq!(s.failed_with_key("a", "key-a", second).expect("query"), Some(first));
+    assert_eq!(s.failed_with_key("a", "key-a", first).expect("query"), None);
+    assert_eq!(s.failed_with_key("a", "other", second).expect("query"), None);
+}
+
+a_newer_schema_is_refused(fx) {
+    drop(fx.open());
+    fx.bump_schema(99);
+    let err = maestro_store::open(&fx.location()).expect_err("too new");
+    assert!(err.to_string().contains("newer than this Maestro"), "{err}");
+}
+
+repro_checks_attach_to_their_run(fx) {
+    let (mut s, run) = store_with_run(fx);
+    let row = ReproRow {
+        run_id: Some(run),
+        job: "package".into(),
+        commit: Some("abc".into()),
+        reproducible: false,
+        report: "{\"differing\":[]}".into(),
+        created_at_ms: 5,
+        ..ReproRow::default()
+    };
+    let id = s.repro_record(&row).expect("record");
+    let unattached = ReproRow {
+        run_id: None,
+        ..row.clone()
+    };
+    s.repro_record(&unattached).expect("record without a run");
+    let got = s.repro_for_run(run).expect("list");
+    assert_eq!(got, vec![ReproRow { id, ..row.clone() }]);
+    // A run that does not exist is refused, not silently dangling.
+    let dangling = ReproRow {
+        run_id: Some(run + 100),
+        ..row
+    };
+    assert!(s.repro_record(&dangling).is_err());
+}
+
+waiver_uses_are_recorded_newest_first(fx) {
+    let (mut s, run) = store_with_run(fx);
+    let used = WaiverUseRow {
+        run_id: Some(run),
+        job: Some("infra-plan".into()),
+        gate: "policy".into(),
+        rule: "terraform.deny_public_s3".into(),
+        subject: "aws_s3_bucket.site".into(),
+        source: ".ci/waivers.yaml".into(),
+        waiver_index: 0,
+        reason: "CDN".into(),
+        approver: "alice".into(),
+        expires: "2026-12-31".into(),
+        expired: false,
+        created_at_ms: 10,
+        ..WaiverUseRow::default()
+    };
+    // A run id from another store is kept as no run rather than refused: the use itself
+    // must never be lost.
+    let elsewhere = WaiverUseRow {
+        run_id: Some(run + 100),
+        expired: true,
+        created_at_ms: 11,
+        ..used.clone()
+    };
+    s.waiver_record(&[used.clone(), elsewhere.clone()])
+        .expect("record");
+    let got = s.waiver_uses(10).expect("list");
+    assert_eq!(got.len(), 2);
+    assert_eq!(
+        got[0],
+        WaiverUseRow {
+            id: got[0].id,
+            run_id: None,
+            ..elsewhere
+        }
+    );
+    assert_eq!(
+        got[1],
+        WaiverUseRow {
+            id: got[1].id,
+            ..used
+        }
+    );
+    assert_eq!(s.waiver_uses(1).expect("list").len(), 1);
+}
+}
+
+/// Both dialects make the same tables with the same columns (PostgreSQL's `test_results`
+/// adds `seq`, the insertion order SQLite keeps in its implicit `rowid`).
+#[test]
+fn both_backends_have_the_same_schema() {
+    let sqlite = Fixture::sqlite();
+    drop(sqlite.open());
+    let conn = rusqlite::Connection::open(sqlite.location()).expect("raw open");
+    let mut lite: Vec<(String, String)> = conn
+        .prepare(
+            "SELECT m.name, p.name FROM sqlite_master m, pragma_table_info(m.name) p
+             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite_%'",
+        )
+        .expect("prepare")
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<Result<_, _>>()
+        .expect("rows");
+    let pg = Fixture::postgres();
+    drop(pg.open());
+    let mut client = postgres::Client::connect(&pg.location(), postgres::NoTls).expect("connect");
+    let mut theirs: Vec<(String, String)> = client
+        .query(
+            "SELECT table_name::TEXT, column_name::TEXT FROM information_schema.columns
+             WHERE table_schema = 'public' AND table_name <> 'maestro_schema'
+             AND NOT (table_name = 'test_results' AND column_name = 'seq')",
+            &[],
+        )
+        .expect("columns")
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    lite.sort();
+    theirs.sort();
+    assert!(lite.len() > 40, "{lite:?}");
+    assert_eq!(lite, theirs);
+}
