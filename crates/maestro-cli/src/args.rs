@@ -106,10 +106,95 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The conductor: an HTTP API over the store, every endpoint behind an API token and
+    /// the Rego authorization policy.
+    Serve(ServeArgs),
+    /// The conductor's API tokens: create (shown once), list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ServeArgs {
+    #[command(flatten)]
+    pub common: Common,
+    /// A TOML configuration file (keys: listen, database, mode, policy,
+    /// max_connections); the environment and flags override it.
+    #[arg(long, env = "MAESTRO_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on. Default: 127.0.0.1:7070.
+    #[arg(long, env = "MAESTRO_LISTEN")]
+    pub listen: Option<String>,
+    /// The store: a postgres:// URL or an SQLite file. Default: the repository's
+    /// .maestro/store.db.
+    #[arg(long, env = "MAESTRO_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// `development` or `production`.
+    #[arg(long, env = "MAESTRO_MODE")]
+    pub mode: Option<String>,
+    /// A directory of Rego files deciding `data.maestro.authz.allow`. Default: the
+    /// built-in policy.
+    #[arg(long)]
+    pub policy: Option<PathBuf>,
+    /// Store connections kept at most. Default: 16.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCommand {
+    /// Create a token; its secret is printed once, on standard output, and only its
+    /// SHA-256 is stored.
+    Create(TokenCreateArgs),
+    /// Every token: id, name, actor, roles, scopes, expiry, whether revoked.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a token by id (tok_…); it stops working at the next request.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        id: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct TokenCreateArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// What the token is for (ci-deploy, alice-laptop).
+    #[arg(long)]
+    pub name: String,
+    /// Who requests with it act as (user:alice, ci:checkout).
+    #[arg(long)]
+    pub actor: String,
+    /// A role for the policy (viewer, developer, operator, admin); repeatable.
+    #[arg(long = "role")]
+    pub roles: Vec<String>,
+    /// A team; repeatable.
+    #[arg(long = "team")]
+    pub teams: Vec<String>,
+    /// The tenant the actor belongs to.
+    #[arg(long, default_value = "default")]
+    pub tenant: String,
+    /// What the token may be used for (runs:read, runs:write, session:read, audit:read,
+    /// or * for everything its roles allow); repeatable, at least one.
+    #[arg(long = "scope")]
+    pub scopes: Vec<String>,
+    /// Lifetime (30d, 12h); at most 400 days.
+    #[arg(long, default_value = "90d")]
+    pub expires: String,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args, Clone)]
-pub(crate) struct AuditStore {
+pub(crate) struct StoreArgs {
     #[command(flatten)]
     pub common: Common,
     /// The PostgreSQL store holding the log (postgres://user@host:5432/db). Default: the
@@ -134,7 +219,7 @@ pub(crate) enum AuditCommand {
     /// One entry, with its leaf hash and whether it is in the latest checkpoint.
     Show {
         #[command(flatten)]
-        store: AuditStore,
+        store: StoreArgs,
         index: u64,
         #[arg(long)]
         json: bool,
@@ -143,7 +228,7 @@ pub(crate) enum AuditCommand {
     /// checkpoints.
     Prove {
         #[command(flatten)]
-        store: AuditStore,
+        store: StoreArgs,
         /// The entry to prove (inclusion).
         #[arg(required_unless_present = "from")]
         index: Option<u64>,
@@ -163,7 +248,7 @@ pub(crate) enum AuditCommand {
     /// inclusion proofs: verifiable offline with `verify --offline`.
     Export {
         #[command(flatten)]
-        store: AuditStore,
+        store: StoreArgs,
         /// Where to write (`-` for standard output).
         #[arg(long, short = 'o', default_value = "-")]
         out: PathBuf,
@@ -177,19 +262,19 @@ pub(crate) enum AuditCommand {
     /// The latest signed checkpoint (C2SP signed note), or the one for --size.
     Checkpoint {
         #[command(flatten)]
-        store: AuditStore,
+        store: StoreArgs,
         #[arg(long)]
         size: Option<u64>,
     },
     /// The log's verifier key (creating the log's key if it has none).
     Key {
         #[command(flatten)]
-        store: AuditStore,
+        store: StoreArgs,
     },
     /// Replace the log's signing key: a `key.rotate` entry, signed by old and new key.
     RotateKey {
         #[command(flatten)]
-        store: AuditStore,
+        store: StoreArgs,
         #[arg(long)]
         reason: Option<String>,
     },
@@ -198,7 +283,7 @@ pub(crate) enum AuditCommand {
 #[derive(Debug, Args)]
 pub(crate) struct AuditAppendArgs {
     #[command(flatten)]
-    pub store: AuditStore,
+    pub store: StoreArgs,
     /// What was done: deploy, publish, promote, rollback, waive, flag.kill, restore,
     /// key.use, or any lowercase name.
     #[arg(long)]
@@ -237,7 +322,7 @@ pub(crate) struct AuditAppendArgs {
 #[derive(Debug, Args)]
 pub(crate) struct AuditListArgs {
     #[command(flatten)]
-    pub store: AuditStore,
+    pub store: StoreArgs,
     #[arg(long)]
     pub action: Option<String>,
     #[arg(long)]
@@ -263,7 +348,7 @@ pub(crate) struct AuditListArgs {
 #[derive(Debug, Args)]
 pub(crate) struct AuditVerifyArgs {
     #[command(flatten)]
-    pub store: AuditStore,
+    pub store: StoreArgs,
     /// A trusted verifier key, or a file of them (repeatable). Default: the log's own
     /// .maestro/audit/log.pub.
     #[arg(long = "key", value_name = "KEY|FILE")]

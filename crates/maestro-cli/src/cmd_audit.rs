@@ -7,7 +7,7 @@ use std::path::Path;
 use maestro_audit::{Entry, Links, NewEntry, Outcome, Query};
 use serde_json::{Map, Value};
 
-use crate::args::{AuditAppendArgs, AuditCommand, AuditListArgs, AuditStore, AuditVerifyArgs};
+use crate::args::{AuditAppendArgs, AuditCommand, AuditListArgs, AuditVerifyArgs, StoreArgs};
 use crate::audit;
 use crate::exit::{self, Failure};
 use crate::settings::{self, Paths};
@@ -40,7 +40,7 @@ pub(crate) fn audit(cmd: &AuditCommand) -> Result<u8, Failure> {
     }
 }
 
-fn open(store: &AuditStore) -> Result<(Paths, maestro_audit::Log), Failure> {
+fn open(store: &StoreArgs) -> Result<(Paths, maestro_audit::Log), Failure> {
     let paths = settings::paths(&store.common);
     let log = audit::open(&paths, store.database.as_deref())?;
     Ok((paths, log))
@@ -217,7 +217,7 @@ fn list(a: &AuditListArgs) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-fn show(store: &AuditStore, index: u64, json: bool) -> Result<u8, Failure> {
+fn show(store: &StoreArgs, index: u64, json: bool) -> Result<u8, Failure> {
     let (_, mut log) = open(store)?;
     let (entry, body) = log.entry(index).map_err(failed)?;
     let proof = log.prove(index, None).map_err(failed)?;
@@ -241,7 +241,7 @@ fn show(store: &AuditStore, index: u64, json: bool) -> Result<u8, Failure> {
 }
 
 fn prove(
-    store: &AuditStore,
+    store: &StoreArgs,
     index: Option<u64>,
     from: Option<u64>,
     to: Option<u64>,
@@ -367,7 +367,7 @@ fn verify(a: &AuditVerifyArgs) -> Result<u8, Failure> {
 }
 
 fn export(
-    store: &AuditStore,
+    store: &StoreArgs,
     out: &Path,
     from: Option<u64>,
     to: Option<u64>,
@@ -410,7 +410,7 @@ fn export(
     Ok(exit::OK)
 }
 
-fn checkpoint(store: &AuditStore, size: Option<u64>) -> Result<u8, Failure> {
+fn checkpoint(store: &StoreArgs, size: Option<u64>) -> Result<u8, Failure> {
     let (_, mut log) = open(store)?;
     let note = match size {
         Some(s) => log.checkpoint_at(s).map_err(failed)?,
@@ -425,14 +425,14 @@ fn checkpoint(store: &AuditStore, size: Option<u64>) -> Result<u8, Failure> {
     Ok(exit::OK)
 }
 
-fn key(store: &AuditStore) -> Result<u8, Failure> {
+fn key(store: &StoreArgs) -> Result<u8, Failure> {
     let (paths, mut log) = open(store)?;
     let k = audit::key(&paths, &mut log, true)?;
     println!("{}", k.vkey());
     Ok(exit::OK)
 }
 
-fn rotate(store: &AuditStore, reason: Option<&str>) -> Result<u8, Failure> {
+fn rotate(store: &StoreArgs, reason: Option<&str>) -> Result<u8, Failure> {
     let (paths, mut log) = open(store)?;
     let reason = reason.unwrap_or_default();
     if reason.trim().is_empty() {

@@ -20,7 +20,7 @@ fn store_err(e: StoreError) -> Failure {
     }
 }
 
-fn ts(ms: i64) -> String {
+pub(crate) fn ts(ms: i64) -> String {
     let secs = u64::try_from(ms / 1000).unwrap_or(0);
     humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + std::time::Duration::from_secs(secs))
         .to_string()

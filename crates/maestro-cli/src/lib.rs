@@ -19,6 +19,7 @@ mod cmd_runs;
 mod cmd_sbom;
 mod cmd_sca;
 mod cmd_secrets;
+mod cmd_serve;
 mod cmd_sign;
 mod exit;
 mod render;
@@ -76,6 +77,8 @@ pub fn main() -> ExitCode {
         Command::Policy { command } => cmd_policy::policy(&command),
         Command::Migrate { command } => cmd_migrate::migrate(&command),
         Command::Audit { command } => cmd_audit::audit(&command),
+        Command::Serve(a) => cmd_serve::serve(&a),
+        Command::Token { command } => cmd_serve::token(&command),
     };
     match result {
         Ok(code) => exit::code(code),

@@ -174,4 +174,36 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn waiver_uses(&mut self, limit: usize) -> Result<Vec<WaiverUseRow>, StoreError>;
+    /// Records a new API token.
+    ///
+    /// # Errors
+    /// On database failure, or when the id or hash exists already.
+    fn token_create(&mut self, token: &TokenRow) -> Result<(), StoreError>;
+    /// The token whose secret hashes to `hash`, revoked and expired ones included (the
+    /// caller decides, and says why it refuses).
+    ///
+    /// # Errors
+    /// On database failure.
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError>;
+    /// Every token, newest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn token_list(&mut self) -> Result<Vec<TokenRow>, StoreError>;
+    /// Revokes a token; returns whether a token that was not yet revoked had this id.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+}
+
+/// JSON text of a list column.
+pub(crate) fn list_text(v: &[String]) -> String {
+    serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
+}
+
+/// A list column back; malformed text is a store error, never an empty list (an empty
+/// `scopes` must not be what a corrupted row silently becomes).
+pub(crate) fn list_of(text: &str) -> Result<Vec<String>, StoreError> {
+    Ok(serde_json::from_str(text)?)
 }

@@ -125,6 +125,22 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE jobs ADD COLUMN audit_started INTEGER;
     ALTER TABLE jobs ADD COLUMN audit_outcome INTEGER;
     ",
+    // 5: the conductor's API tokens: only a SHA-256 of each secret is kept.
+    r"
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        teams TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    ",
 ];
 
 /// The same migrations for PostgreSQL: `BIGINT` for SQLite's 64-bit `INTEGER`, identity
@@ -246,5 +262,20 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE jobs ADD COLUMN audit_started BIGINT;
     ALTER TABLE jobs ADD COLUMN audit_outcome BIGINT;
+    ",
+    r"
+    CREATE TABLE api_tokens (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        name TEXT NOT NULL,
+        actor TEXT NOT NULL,
+        roles TEXT NOT NULL,
+        teams TEXT NOT NULL,
+        tenant TEXT NOT NULL,
+        scopes TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
     ",
 ];

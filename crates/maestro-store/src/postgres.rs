@@ -11,7 +11,8 @@ use crate::migrations::PG_MIGRATIONS;
 use crate::pg::Prepared;
 use crate::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun,
-    ReproRow, RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, WaiverUseRow,
+    ReproRow, RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow, WaiverUseRow,
+    list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -647,4 +648,71 @@ impl Store for PgStore {
             })
             .collect())
     }
+
+    fn token_create(&mut self, t: &TokenRow) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO api_tokens (id, hash, name, actor, roles, teams, tenant, scopes,
+             created_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            &[
+                &t.id,
+                &t.hash,
+                &t.name,
+                &t.actor,
+                &list_text(&t.roles),
+                &list_text(&t.teams),
+                &t.tenant,
+                &list_text(&t.scopes),
+                &t.created_at_ms,
+                &t.expires_at_ms,
+                &t.revoked_at_ms,
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        self.query_opt(
+            "SELECT id, hash, name, actor, roles, teams, tenant, scopes, created_at, expires_at,
+             revoked_at FROM api_tokens WHERE hash = $1",
+            &[&hash],
+        )?
+        .map(|r| token_row(&r))
+        .transpose()
+    }
+
+    fn token_list(&mut self) -> Result<Vec<TokenRow>, StoreError> {
+        self.client
+            .query(
+                "SELECT id, hash, name, actor, roles, teams, tenant, scopes, created_at,
+                 expires_at, revoked_at FROM api_tokens ORDER BY created_at DESC, id",
+                &[],
+            )?
+            .iter()
+            .map(token_row)
+            .collect()
+    }
+
+    fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.client.execute(
+            "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+            &[&id, &now_ms],
+        )? == 1)
+    }
+}
+
+fn token_row(r: &Row) -> Result<TokenRow, StoreError> {
+    Ok(TokenRow {
+        id: r.get(0),
+        hash: r.get(1),
+        name: r.get(2),
+        actor: r.get(3),
+        roles: list_of(r.get(4))?,
+        teams: list_of(r.get(5))?,
+        tenant: r.get(6),
+        scopes: list_of(r.get(7))?,
+        created_at_ms: r.get(8),
+        expires_at_ms: r.get(9),
+        revoked_at_ms: r.get(10),
+    })
 }

@@ -233,3 +233,27 @@ pub struct WaiverUseRow {
     pub expired: bool,
     pub created_at_ms: i64,
 }
+
+/// An API token of the conductor. The secret itself is never stored: `hash` is the
+/// lowercase hex SHA-256 of it. Lists (`roles`, `teams`, `scopes`) are kept as JSON arrays.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRow {
+    /// Public identifier (`tok_…`), shown in listings and used to revoke.
+    pub id: String,
+    /// SHA-256 of the secret, lowercase hex.
+    #[serde(skip_serializing)]
+    pub hash: String,
+    /// What the token is for (`ci-deploy`).
+    pub name: String,
+    /// The actor requests with this token act as (`ci:checkout`, `user:alice`).
+    pub actor: String,
+    /// Actor attributes for authorization.
+    pub roles: Vec<String>,
+    pub teams: Vec<String>,
+    pub tenant: String,
+    /// What the token may be used for (`runs:read`, `runs:write`, `audit:read`, `*`).
+    pub scopes: Vec<String>,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::migrations::MIGRATIONS;
 use crate::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, ReproRow,
-    RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, WaiverUseRow,
+    RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of,
+    list_text,
 };
 
 /// The embedded store.
@@ -624,4 +625,83 @@ impl Store for SqliteStore {
             .next()
             .map(|j| (run, j)))
     }
+
+    fn token_create(&mut self, t: &TokenRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO api_tokens (id, hash, name, actor, roles, teams, tenant, scopes,
+             created_at, expires_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            params![
+                t.id,
+                t.hash,
+                t.name,
+                t.actor,
+                list_text(&t.roles),
+                list_text(&t.teams),
+                t.tenant,
+                list_text(&t.scopes),
+                t.created_at_ms,
+                t.expires_at_ms,
+                t.revoked_at_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn token_by_hash(&mut self, hash: &str) -> Result<Option<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE hash = ?1");
+        let row = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![hash], token_texts)
+            .optional()?;
+        row.map(token_row).transpose()
+    }
+
+    fn token_list(&mut self) -> Result<Vec<TokenRow>, StoreError> {
+        let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens ORDER BY created_at DESC, id");
+        let rows: Vec<TokenTexts> = self
+            .conn
+            .prepare(&sql)?
+            .query_map([], token_texts)?
+            .collect::<Result<_, _>>()?;
+        rows.into_iter().map(token_row).collect()
+    }
+
+    fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE api_tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
+            params![id, now_ms],
+        )? == 1)
+    }
+}
+
+const TOKEN_COLS: &str =
+    "id, hash, name, actor, roles, teams, tenant, scopes, created_at, expires_at, revoked_at";
+
+/// A token row with its list columns still JSON text.
+type TokenTexts = (TokenRow, [String; 3]);
+
+fn token_texts(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenTexts> {
+    Ok((
+        TokenRow {
+            id: r.get(0)?,
+            hash: r.get(1)?,
+            name: r.get(2)?,
+            actor: r.get(3)?,
+            tenant: r.get(6)?,
+            created_at_ms: r.get(8)?,
+            expires_at_ms: r.get(9)?,
+            revoked_at_ms: r.get(10)?,
+            ..TokenRow::default()
+        },
+        [r.get(4)?, r.get(5)?, r.get(7)?],
+    ))
+}
+
+fn token_row((mut t, [roles, teams, scopes]): TokenTexts) -> Result<TokenRow, StoreError> {
+    t.roles = list_of(&roles)?;
+    t.teams = list_of(&teams)?;
+    t.scopes = list_of(&scopes)?;
+    Ok(t)
 }

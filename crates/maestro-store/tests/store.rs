@@ -6,7 +6,7 @@
 use maestro_store::pg::Throwaway;
 use maestro_store::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobRow, NewRun, PgStore, ReproRow,
-    RunStatus, SqliteStore, Store, TestRow, WaiverUseRow,
+    RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
 };
 
 /// Where a test's store lives; `open` opens it again (a new connection, as a restarted
@@ -163,6 +163,35 @@ fn store_with_run(fx: &Fixture) -> (Box<dyn Store>, i64) {
 }
 
 on_both! {
+api_tokens_are_found_by_hash_listed_and_revoked_once(fx) {
+    let mut s = fx.open();
+    let t = TokenRow {
+        id: "tok_1".into(),
+        hash: "ab".repeat(32),
+        name: "ci".into(),
+        actor: "ci:checkout".into(),
+        roles: vec!["developer".into()],
+        teams: vec!["payments".into()],
+        tenant: "acme".into(),
+        scopes: vec!["runs:write".into(), "runs:read".into()],
+        created_at_ms: 1,
+        expires_at_ms: 100,
+        revoked_at_ms: None,
+    };
+    s.token_create(&t).expect("create");
+    assert!(s.token_create(&t).is_err(), "an id is never reused");
+    assert_eq!(s.token_by_hash(&t.hash).expect("find"), Some(t.clone()));
+    assert_eq!(s.token_by_hash(&"cd".repeat(32)).expect("find"), None);
+    let second = TokenRow { id: "tok_2".into(), hash: "ef".repeat(32), created_at_ms: 2, ..t.clone() };
+    s.token_create(&second).expect("create");
+    let ids: Vec<String> = s.token_list().expect("list").into_iter().map(|t| t.id).collect();
+    assert_eq!(ids, ["tok_2", "tok_1"]);
+    assert!(s.token_revoke("tok_1", 50).expect("revoke"));
+    assert!(!s.token_revoke("tok_1", 60).expect("revoke again"), "revoked once");
+    assert!(!s.token_revoke("tok_9", 60).expect("revoke unknown"));
+    assert_eq!(s.token_by_hash(&t.hash).expect("find").and_then(|t| t.revoked_at_ms), Some(50));
+}
+
 runs_round_trip_and_interrupted_runs_are_marked(fx) {
     let run_id;
     {
@@ -187,7 +216,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 4);
+    assert_eq!(fx.schema_version(), 5);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(

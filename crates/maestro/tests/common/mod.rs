@@ -65,6 +65,9 @@ impl Repo {
             .env_remove("GITHUB_ACTIONS")
             .env_remove("GITHUB_ACTOR")
             .env_remove("TRACEPARENT")
+            .env_remove("MAESTRO_CONFIG")
+            .env_remove("MAESTRO_LISTEN")
+            .env_remove("MAESTRO_MODE")
             .env("NO_COLOR", "1");
         c
     }

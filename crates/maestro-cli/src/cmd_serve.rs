@@ -1,0 +1,209 @@
+//! `maestro serve` (the conductor) and `maestro token create|list|revoke`.
+
+use maestro_server::auth::{NewToken, issue};
+use maestro_server::{AppState, Settings};
+use maestro_store::Store;
+
+use crate::args::{ServeArgs, StoreArgs, TokenCommand, TokenCreateArgs};
+use crate::exit::{self, Failure};
+use crate::settings;
+
+/// The longest a token may live.
+const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(400 * 86_400);
+
+fn config_failure(e: maestro_server::ServerError) -> Failure {
+    match e {
+        maestro_server::ServerError::Config { .. } => Failure::usage(
+            e.to_string(),
+            "see `maestro serve --help` and docs/conductor.md",
+        ),
+        other => Failure::env(
+            other,
+            "check --database / MAESTRO_DATABASE_URL and --listen",
+        ),
+    }
+}
+
+pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
+    let paths = settings::paths(&a.common);
+    let file = match &a.config {
+        Some(p) => Settings::from_file(p).map_err(config_failure)?,
+        None => Settings::default(),
+    };
+    let given = Settings {
+        listen: a.listen.clone(),
+        database: a.database.clone().filter(|d| !d.is_empty()),
+        mode: a.mode.clone(),
+        policy: a.policy.clone(),
+        max_connections: a.max_connections,
+    };
+    let default_db = paths.store();
+    let config = file
+        .overridden_by(given)
+        .validate(&default_db.display().to_string())
+        .map_err(config_failure)?;
+    if config.database == default_db.display().to_string() {
+        std::fs::create_dir_all(&paths.home)
+            .map_err(|e| Failure::env(e, "Maestro's home directory must be writable"))?;
+    }
+    let state = AppState::open(&config).map_err(config_failure)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::env(e, "the async runtime could not start"))?;
+    rt.block_on(async move {
+        let listener = maestro_server::bind(&config)
+            .await
+            .map_err(config_failure)?;
+        maestro_server::serve(state, listener, shutdown_signal())
+            .await
+            .map_err(config_failure)
+    })?;
+    Ok(exit::OK)
+}
+
+/// Ctrl-C or SIGTERM (what a service manager or Kubernetes sends).
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        () = term => {},
+    }
+}
+
+fn open(store: &StoreArgs) -> Result<Box<dyn Store>, Failure> {
+    let paths = settings::paths(&store.common);
+    let location = match store.database.as_deref().filter(|d| !d.is_empty()) {
+        Some(url) => url.to_owned(),
+        None => {
+            std::fs::create_dir_all(&paths.home)
+                .map_err(|e| Failure::env(e, "Maestro's home directory must be writable"))?;
+            paths.store().display().to_string()
+        }
+    };
+    maestro_store::open(&location).map_err(|e| {
+        Failure::env(
+            e,
+            "tokens live in the conductor's store: --database postgres://… or .maestro/store.db",
+        )
+    })
+}
+
+pub(crate) fn token(cmd: &TokenCommand) -> Result<u8, Failure> {
+    match cmd {
+        TokenCommand::Create(a) => create(a),
+        TokenCommand::List { store, json } => list(store, *json),
+        TokenCommand::Revoke { store, id } => {
+            let mut s = open(store)?;
+            if s.token_revoke(id, maestro_server::now_ms())
+                .map_err(|e| Failure::env(e, "the store could not be written"))?
+            {
+                eprintln!("revoked {id}");
+                Ok(exit::OK)
+            } else {
+                Err(Failure::usage(
+                    format!("no active token has the id {id}"),
+                    "`maestro token list` shows the ids and which are revoked already",
+                ))
+            }
+        }
+    }
+}
+
+fn create(a: &TokenCreateArgs) -> Result<u8, Failure> {
+    let usage = |m: String, hint: &str| Failure::usage(m, hint);
+    if a.name.trim().is_empty() || a.actor.trim().is_empty() {
+        return Err(usage(
+            "--name and --actor must not be empty".to_owned(),
+            "e.g. --name ci-deploy --actor ci:checkout",
+        ));
+    }
+    if a.scopes.is_empty() {
+        return Err(usage(
+            "a token needs at least one --scope".to_owned(),
+            "e.g. --scope runs:read --scope session:read, or --scope '*' for everything its roles allow",
+        ));
+    }
+    let ttl = settings::duration("--expires", &a.expires)?;
+    if ttl.is_zero() || ttl > MAX_TOKEN_LIFETIME {
+        return Err(usage(
+            format!("--expires {} is out of range", a.expires),
+            "a token lives from 1 second to 400 days; create a new one to rotate",
+        ));
+    }
+    let (secret, row) = issue(
+        &NewToken {
+            name: a.name.clone(),
+            actor: a.actor.clone(),
+            roles: a.roles.clone(),
+            teams: a.teams.clone(),
+            tenant: a.tenant.clone(),
+            scopes: a.scopes.clone(),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+        },
+        maestro_server::now_ms(),
+    )
+    .map_err(|e| {
+        Failure::env(
+            std::io::Error::other(e.to_string()),
+            "no randomness available",
+        )
+    })?;
+    open(&a.store)?
+        .token_create(&row)
+        .map_err(|e| Failure::env(e, "the store could not be written"))?;
+    if a.json {
+        let mut v = serde_json::to_value(&row).unwrap_or_default();
+        v["secret"] = serde_json::Value::String(secret);
+        println!("{v}");
+    } else {
+        eprintln!(
+            "created {} for {} (expires {}); the secret is shown once:",
+            row.id,
+            row.actor,
+            crate::cmd_runs::ts(row.expires_at_ms)
+        );
+        println!("{secret}");
+    }
+    Ok(exit::OK)
+}
+
+fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
+    let tokens = open(store)?
+        .token_list()
+        .map_err(|e| Failure::env(e, "the store could not be read"))?;
+    if json {
+        println!("{}", serde_json::to_string(&tokens).unwrap_or_default());
+        return Ok(exit::OK);
+    }
+    let now = maestro_server::now_ms();
+    println!(
+        "{:<21} {:<16} {:<20} {:<20} {:<24} STATE",
+        "ID", "NAME", "ACTOR", "ROLES", "SCOPES"
+    );
+    for t in tokens {
+        let state = match t.revoked_at_ms {
+            Some(at) => format!("revoked {}", crate::cmd_runs::ts(at)),
+            None if t.expires_at_ms <= now => {
+                format!("expired {}", crate::cmd_runs::ts(t.expires_at_ms))
+            }
+            None => format!("active until {}", crate::cmd_runs::ts(t.expires_at_ms)),
+        };
+        println!(
+            "{:<21} {:<16} {:<20} {:<20} {:<24} {state}",
+            t.id,
+            t.name,
+            t.actor,
+            t.roles.join(","),
+            t.scopes.join(",")
+        );
+    }
+    Ok(exit::OK)
+}

@@ -1,0 +1,37 @@
+# The conductor's built-in authorization policy (ABAC, deny by default).
+#
+# input.actor:    {id, roles, teams, tenant, scopes}
+# input.action:   "runs.list", "runs.read", "session.read", ...
+# input.resource: {kind, tenant, and where known id, service, environment}
+#
+# Replace it with `policy = "path/to/dir"` in the conductor's configuration; the
+# decision is data.maestro.authz.allow, and anything but `true` denies.
+package maestro.authz
+
+import rego.v1
+
+default allow := false
+
+reads := {"runs.list", "runs.read", "session.read", "audit.read"}
+
+writes := {"runs.create", "runs.report"}
+
+readers := {"viewer", "developer", "operator", "admin"}
+
+writers := {"developer", "operator", "admin"}
+
+same_tenant if input.resource.tenant == input.actor.tenant
+
+allow if {
+	input.action in reads
+	some role in input.actor.roles
+	role in readers
+	same_tenant
+}
+
+allow if {
+	input.action in writes
+	some role in input.actor.roles
+	role in writers
+	same_tenant
+}

@@ -1,0 +1,406 @@
+//! The HTTP API. Every endpoint is a row of [`ENDPOINTS`]; the router is made from that
+//! table, so each one passes through [`dispatch`]: authentication, the token's scope, the
+//! policy on the action, then the handler, which can only answer through
+//! [`Authorized::release`] or [`Authorized::visible`] — the policy again, on the resource.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Query, RawPathParams, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, get, on};
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::AppState;
+use crate::auth::{self, Actor};
+use crate::authz::Resource;
+
+/// An answer the policy allowed. Only [`Authorized`] makes one.
+#[derive(Debug)]
+pub struct Checked(Value);
+
+/// An error answer: status, a stable code and a message for people.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    fn store(e: &maestro_store::StoreError) -> ApiError {
+        // The cause goes to the log; the client learns only that the store failed.
+        crate::log::event(
+            "error",
+            "store failure",
+            &[(
+                "error",
+                json!(format!("{e}: {:?}", std::error::Error::source(e))),
+            )],
+        );
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            "the store failed; try again",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = axum::Json(json!({"error": {"code": self.code, "message": self.message}}));
+        if self.status == StatusCode::UNAUTHORIZED {
+            (self.status, [(header::WWW_AUTHENTICATE, "Bearer")], body).into_response()
+        } else {
+            (self.status, body).into_response()
+        }
+    }
+}
+
+impl IntoResponse for Checked {
+    fn into_response(self) -> Response {
+        axum::Json(self.0).into_response()
+    }
+}
+
+/// An authenticated request whose action the policy allows.
+#[derive(Debug)]
+pub struct Authorized {
+    pub actor: Actor,
+    pub action: &'static str,
+    state: Arc<AppState>,
+}
+
+impl Authorized {
+    /// Whether the policy lets the actor do this request's action on `resource`.
+    #[must_use]
+    pub fn visible(&self, resource: &Resource) -> bool {
+        self.state.policy.allows(&self.actor, self.action, resource)
+    }
+
+    /// `value` as the answer when the policy allows the action on `resource`; otherwise
+    /// 404, as for a resource that does not exist (its existence is not disclosed).
+    ///
+    /// # Errors
+    /// [`ApiError`] 404 when denied, 500 when `value` does not serialize.
+    pub fn release<T: Serialize>(
+        &self,
+        resource: &Resource,
+        value: T,
+    ) -> Result<Checked, ApiError> {
+        if !self.visible(resource) {
+            return Err(not_found(resource));
+        }
+        checked(value)
+    }
+
+    /// The items the policy allows, as the answer.
+    ///
+    /// # Errors
+    /// 500 when the items do not serialize.
+    pub fn filter<T: Serialize>(
+        &self,
+        items: Vec<T>,
+        resource: impl Fn(&T) -> Resource,
+    ) -> Result<Checked, ApiError> {
+        let kept: Vec<T> = items
+            .into_iter()
+            .filter(|i| self.visible(&resource(i)))
+            .collect();
+        checked(kept)
+    }
+}
+
+fn checked<T: Serialize>(value: T) -> Result<Checked, ApiError> {
+    serde_json::to_value(value).map(Checked).map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("encoding failed: {e}"),
+        )
+    })
+}
+
+fn not_found(r: &Resource) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "{} {} not found",
+            r.kind,
+            r.id.as_deref().unwrap_or_default()
+        ),
+    )
+}
+
+/// What a handler gets.
+#[derive(Debug)]
+pub struct Ctx {
+    pub auth: Authorized,
+    pub path: HashMap<String, String>,
+    pub query: HashMap<String, String>,
+}
+
+type Answer = Pin<Box<dyn Future<Output = Result<Checked, ApiError>> + Send>>;
+
+/// One endpoint: route, the action the policy decides on, the token scope it needs, the
+/// kind of resource, and the handler.
+#[derive(Clone, Copy)]
+pub struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub action: &'static str,
+    pub scope: &'static str,
+    pub kind: &'static str,
+    handler: fn(Ctx) -> Answer,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} ({})", self.method, self.path, self.action)
+    }
+}
+
+/// Every API endpoint. Routes outside this table are only [`PUBLIC`].
+pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/whoami",
+        action: "session.read",
+        scope: "session:read",
+        kind: "session",
+        handler: whoami,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/runs",
+        action: "runs.list",
+        scope: "runs:read",
+        kind: "run",
+        handler: runs_list,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/runs/{id}",
+        action: "runs.read",
+        scope: "runs:read",
+        kind: "run",
+        handler: runs_read,
+    },
+];
+
+/// Unauthenticated routes: liveness and readiness probes, which disclose nothing.
+pub const PUBLIC: &[&str] = &["/healthz", "/readyz"];
+
+/// The router: [`PUBLIC`] probes and [`ENDPOINTS`], nothing else.
+pub fn router(state: Arc<AppState>) -> Router {
+    let mut by_path: Vec<(&'static str, Vec<&'static Endpoint>)> = Vec::new();
+    for e in ENDPOINTS {
+        match by_path.iter_mut().find(|(p, _)| *p == e.path) {
+            Some((_, v)) => v.push(e),
+            None => by_path.push((e.path, vec![e])),
+        }
+    }
+    let mut r = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    for (path, endpoints) in by_path {
+        let mut mr = axum::routing::MethodRouter::new();
+        for e in endpoints {
+            let filter = match Method::from_bytes(e.method.as_bytes()) {
+                Ok(Method::POST) => MethodFilter::POST,
+                Ok(Method::PUT) => MethodFilter::PUT,
+                Ok(Method::DELETE) => MethodFilter::DELETE,
+                Ok(Method::PATCH) => MethodFilter::PATCH,
+                _ => MethodFilter::GET,
+            };
+            mr = mr.merge(on(
+                filter,
+                move |State(s): State<Arc<AppState>>,
+                      params: RawPathParams,
+                      Query(query): Query<HashMap<String, String>>,
+                      headers: HeaderMap| async move {
+                    let path = params
+                        .iter()
+                        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                        .collect();
+                    match dispatch(e, s, path, query, &headers).await {
+                        Ok(c) => c.into_response(),
+                        Err(err) => err.into_response(),
+                    }
+                },
+            ));
+        }
+        r = r.route(path, mr);
+    }
+    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+        .with_state(state)
+}
+
+/// Authentication, scope, the policy on the action, then the handler.
+async fn dispatch(
+    e: &'static Endpoint,
+    state: Arc<AppState>,
+    path: HashMap<String, String>,
+    query: HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<Checked, ApiError> {
+    let actor = authenticate(&state, headers).await?;
+    if !actor.has_scope(e.scope) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "insufficient_scope",
+            format!(
+                "this token lacks the scope {} that {} needs",
+                e.scope, e.action
+            ),
+        ));
+    }
+    let collection = Resource {
+        kind: e.kind,
+        tenant: actor.tenant.clone(),
+        ..Resource::default()
+    };
+    if !state.policy.allows(&actor, e.action, &collection) {
+        crate::log::event(
+            "warn",
+            "denied",
+            &[("actor", json!(actor.id)), ("action", json!(e.action))],
+        );
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            format!(
+                "{} may not {} (policy {})",
+                actor.id,
+                e.action,
+                state.policy.source()
+            ),
+        ));
+    }
+    let auth = Authorized {
+        actor,
+        action: e.action,
+        state,
+    };
+    (e.handler)(Ctx { auth, path, query }).await
+}
+
+async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Actor, ApiError> {
+    let unauthorized =
+        |e: auth::AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| unauthorized(auth::AuthError::Malformed))
+        })
+        .transpose()?;
+    let secret = auth::bearer(value).map_err(unauthorized)?;
+    let hash = auth::hash_secret(secret);
+    let row = state
+        .pool
+        .with(move |s| s.token_by_hash(&hash))
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    auth::actor_of(row, crate::now_ms()).map_err(unauthorized)
+}
+
+async fn healthz() -> impl IntoResponse {
+    axum::Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(s): State<Arc<AppState>>) -> Response {
+    match s.pool.with(|st| st.latest_run()).await {
+        Ok(_) => axum::Json(json!({"status": "ready"})).into_response(),
+        Err(_) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(json!({"status": "store unavailable"})),
+        )
+            .into_response(),
+    }
+}
+
+/// Runs carry no tenant yet: every run belongs to `default` until runs are reported with
+/// one (remote runs).
+const RUN_TENANT: &str = "default";
+
+fn run_resource(id: i64, pipeline: &str) -> Resource {
+    Resource {
+        kind: "run",
+        id: Some(id.to_string()),
+        service: Some(pipeline.to_owned()),
+        environment: None,
+        tenant: RUN_TENANT.to_owned(),
+    }
+}
+
+fn whoami(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let me = Resource {
+            kind: "session",
+            id: Some(ctx.auth.actor.id.clone()),
+            tenant: ctx.auth.actor.tenant.clone(),
+            ..Resource::default()
+        };
+        ctx.auth.release(&me, &ctx.auth.actor)
+    })
+}
+
+fn bad_request(message: String) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
+}
+
+fn runs_list(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let limit = match ctx.query.get("limit") {
+            None => 50,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=500).contains(n))
+                .ok_or_else(|| {
+                    bad_request(format!("limit `{v}` must be a number from 1 to 500"))
+                })?,
+        };
+        let runs = ctx
+            .auth
+            .state
+            .pool
+            .with(move |s| s.list_runs(limit))
+            .await
+            .map_err(|e| ApiError::store(&e))?;
+        ctx.auth.filter(runs, |r| run_resource(r.id, &r.pipeline))
+    })
+}
+
+fn runs_read(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let raw = ctx.path.get("id").map(String::as_str).unwrap_or_default();
+        let id: i64 = raw
+            .parse()
+            .map_err(|_| bad_request(format!("run id `{raw}` is not a number")))?;
+        let detail = ctx.auth.state.pool.with(move |s| s.run_detail(id)).await;
+        match detail {
+            Ok(d) => {
+                let r = run_resource(d.run.id, &d.run.pipeline);
+                ctx.auth.release(&r, d)
+            }
+            Err(maestro_store::StoreError::NoSuchRun(_)) => Err(not_found(&run_resource(id, ""))),
+            Err(e) => Err(ApiError::store(&e)),
+        }
+    })
+}

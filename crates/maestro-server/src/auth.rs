@@ -1,0 +1,187 @@
+//! API tokens: `mst_` followed by 32 random bytes (base64url). Only the SHA-256 of a
+//! secret is stored; a request presents it as `Authorization: Bearer mst_…`.
+
+use base64::Engine as _;
+use maestro_store::TokenRow;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+/// Prefix of every secret, so secret scanners (ours included) recognise a leaked one.
+pub const PREFIX: &str = "mst_";
+
+/// Who a request acts as, and what it may be used for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Actor {
+    pub id: String,
+    pub roles: Vec<String>,
+    pub teams: Vec<String>,
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    /// How it authenticated (`token:tok_…`).
+    pub via: String,
+}
+
+impl Actor {
+    /// Whether the credential allows `scope` (`runs:read`); `*` allows everything.
+    #[must_use]
+    pub fn has_scope(&self, scope: &str) -> bool {
+        self.scopes.iter().any(|s| s == "*" || s == scope)
+    }
+}
+
+/// Why a request is not authenticated. The message never contains the secret.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error(
+        "no credentials: send `Authorization: Bearer <token>` (create one with `maestro token create`)"
+    )]
+    Missing,
+    #[error("the Authorization header is not `Bearer mst_…`")]
+    Malformed,
+    #[error("the token is not known to this conductor")]
+    Unknown,
+    #[error("token {0} was revoked")]
+    Revoked(String),
+    #[error("token {0} expired")]
+    Expired(String),
+}
+
+/// The stored form of a secret.
+#[must_use]
+pub fn hash_secret(secret: &str) -> String {
+    hex::encode(Sha256::digest(secret.as_bytes()))
+}
+
+/// What a new token is for.
+#[derive(Clone, Debug, Default)]
+pub struct NewToken {
+    pub name: String,
+    pub actor: String,
+    pub roles: Vec<String>,
+    pub teams: Vec<String>,
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    pub ttl_ms: i64,
+}
+
+/// A new secret and the row to store for it. The secret is shown once and never again.
+///
+/// # Errors
+/// When the operating system has no randomness to give.
+pub fn issue(t: &NewToken, now_ms: i64) -> Result<(String, TokenRow), getrandom::Error> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret)?;
+    let mut id = [0u8; 8];
+    getrandom::fill(&mut id)?;
+    let secret = format!(
+        "{PREFIX}{}",
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret)
+    );
+    let row = TokenRow {
+        id: format!("tok_{}", hex::encode(id)),
+        hash: hash_secret(&secret),
+        name: t.name.clone(),
+        actor: t.actor.clone(),
+        roles: t.roles.clone(),
+        teams: t.teams.clone(),
+        tenant: t.tenant.clone(),
+        scopes: t.scopes.clone(),
+        created_at_ms: now_ms,
+        expires_at_ms: now_ms.saturating_add(t.ttl_ms),
+        revoked_at_ms: None,
+    };
+    Ok((secret, row))
+}
+
+/// The secret of an `Authorization` header value.
+///
+/// # Errors
+/// [`AuthError::Missing`] or [`AuthError::Malformed`].
+pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+    let h = header.ok_or(AuthError::Missing)?;
+    let (scheme, rest) = h.split_once(' ').ok_or(AuthError::Malformed)?;
+    let secret = rest.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || !secret.starts_with(PREFIX) || secret.len() > 128 {
+        return Err(AuthError::Malformed);
+    }
+    Ok(secret)
+}
+
+/// The actor of a stored token, if it is still valid at `now_ms`.
+///
+/// # Errors
+/// [`AuthError::Unknown`], [`AuthError::Revoked`] or [`AuthError::Expired`].
+pub fn actor_of(row: Option<TokenRow>, now_ms: i64) -> Result<Actor, AuthError> {
+    let t = row.ok_or(AuthError::Unknown)?;
+    if t.revoked_at_ms.is_some() {
+        return Err(AuthError::Revoked(t.id));
+    }
+    if t.expires_at_ms <= now_ms {
+        return Err(AuthError::Expired(t.id));
+    }
+    Ok(Actor {
+        id: t.actor,
+        roles: t.roles,
+        teams: t.teams,
+        tenant: t.tenant,
+        scopes: t.scopes,
+        via: format!("token:{}", t.id),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_secret_is_stored_only_as_its_hash() {
+        let (secret, row) = issue(
+            &NewToken {
+                ttl_ms: 10,
+                ..NewToken::default()
+            },
+            5,
+        )
+        .expect("issue");
+        assert!(
+            secret.starts_with(PREFIX) && secret.len() == 4 + 43,
+            "{secret}"
+        );
+        assert_eq!(row.hash, hash_secret(&secret));
+        assert!(!row.hash.contains(&secret[4..]));
+        assert_eq!(row.expires_at_ms, 15);
+        let (other, _) = issue(&NewToken::default(), 5).expect("issue");
+        assert_ne!(secret, other);
+    }
+
+    #[test]
+    fn headers_are_parsed_strictly() {
+        assert_eq!(bearer(None), Err(AuthError::Missing));
+        assert_eq!(bearer(Some("Basic abc")), Err(AuthError::Malformed));
+        assert_eq!(bearer(Some("Bearer abc")), Err(AuthError::Malformed));
+        assert_eq!(bearer(Some("bearer mst_x")), Ok("mst_x"));
+    }
+
+    #[test]
+    fn revoked_and_expired_tokens_are_refused_by_id() {
+        let row = TokenRow {
+            id: "tok_1".into(),
+            expires_at_ms: 100,
+            ..TokenRow::default()
+        };
+        assert!(actor_of(Some(row.clone()), 99).is_ok());
+        assert_eq!(
+            actor_of(Some(row.clone()), 100),
+            Err(AuthError::Expired("tok_1".into()))
+        );
+        let revoked = TokenRow {
+            revoked_at_ms: Some(1),
+            ..row
+        };
+        assert_eq!(
+            actor_of(Some(revoked), 50),
+            Err(AuthError::Revoked("tok_1".into()))
+        );
+        assert_eq!(actor_of(None, 50), Err(AuthError::Unknown));
+    }
+}

@@ -1,0 +1,271 @@
+//! The conductor's configuration: a TOML file, then environment variables, then flags
+//! (the CLI merges them), validated before anything listens.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::ServerError;
+
+/// How strict the server is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    /// Local use: every documented query is accepted.
+    #[default]
+    Development,
+    /// Shared deployments: only persisted operations, no introspection.
+    Production,
+}
+
+impl Mode {
+    /// `development` or `production`.
+    ///
+    /// # Errors
+    /// Any other word, with the two that are accepted.
+    pub fn parse(s: &str) -> Result<Mode, String> {
+        match s {
+            "development" | "dev" => Ok(Mode::Development),
+            "production" | "prod" => Ok(Mode::Production),
+            other => Err(format!(
+                "`{other}` is not a mode: use `development` or `production`"
+            )),
+        }
+    }
+}
+
+/// The file as written (every field optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<String>,
+    database: Option<String>,
+    mode: Option<String>,
+    policy: Option<PathBuf>,
+    max_connections: Option<usize>,
+}
+
+/// A validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Address to listen on (`127.0.0.1:7070`).
+    pub listen: SocketAddr,
+    /// `postgres://…` or the path of an SQLite file.
+    pub database: String,
+    pub mode: Mode,
+    /// A directory of Rego files whose `data.maestro.authz.allow` decides every request;
+    /// `None`: the built-in policy.
+    pub policy: Option<PathBuf>,
+    /// Store connections kept at most (bounds PostgreSQL connections per replica).
+    pub max_connections: usize,
+}
+
+/// Unvalidated settings, as strings, from wherever they came.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    pub listen: Option<String>,
+    pub database: Option<String>,
+    pub mode: Option<String>,
+    pub policy: Option<PathBuf>,
+    pub max_connections: Option<usize>,
+}
+
+impl Settings {
+    /// Reads a configuration file; unknown keys are refused (a typo must not silently
+    /// fall back to a default).
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the file and, where TOML says, the line.
+    pub fn from_file(path: &Path) -> Result<Settings, ServerError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ServerError::Config {
+            source_name: path.display().to_string(),
+            message: format!("cannot be read: {e}"),
+        })?;
+        if text.len() > 1 << 20 {
+            return Err(ServerError::Config {
+                source_name: path.display().to_string(),
+                message: "is larger than 1 MiB".to_owned(),
+            });
+        }
+        let f: File = toml::from_str(&text).map_err(|e| ServerError::Config {
+            source_name: path.display().to_string(),
+            message: e.to_string().trim_end().to_owned(),
+        })?;
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        Ok(Settings {
+            listen: f.listen,
+            database: f.database,
+            mode: f.mode,
+            // A relative policy directory is relative to the file that names it.
+            policy: f
+                .policy
+                .map(|p| if p.is_relative() { base.join(p) } else { p }),
+            max_connections: f.max_connections,
+        })
+    }
+
+    /// `over`'s values where it has them, ours otherwise.
+    #[must_use]
+    pub fn overridden_by(self, over: Settings) -> Settings {
+        Settings {
+            listen: over.listen.or(self.listen),
+            database: over.database.or(self.database),
+            mode: over.mode.or(self.mode),
+            policy: over.policy.or(self.policy),
+            max_connections: over.max_connections.or(self.max_connections),
+        }
+    }
+
+    /// Checks every field; `default_database` is used when none is set.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming the field and how to fix it.
+    pub fn validate(self, default_database: &str) -> Result<Config, ServerError> {
+        let bad = |field: &str, message: String| ServerError::Config {
+            source_name: field.to_owned(),
+            message,
+        };
+        let listen_text = self.listen.unwrap_or_else(|| "127.0.0.1:7070".to_owned());
+        let listen: SocketAddr = listen_text.parse().map_err(|_| {
+            bad(
+                "listen",
+                format!("`{listen_text}` is not an address: write HOST:PORT, e.g. 127.0.0.1:7070 or 0.0.0.0:7070"),
+            )
+        })?;
+        let database = self.database.unwrap_or_else(|| default_database.to_owned());
+        if database.trim().is_empty() {
+            return Err(bad(
+                "database",
+                "is empty: give a postgres:// URL or the path of an SQLite file".to_owned(),
+            ));
+        }
+        if database.contains("://") && !maestro_store::is_postgres(&database) {
+            return Err(bad(
+                "database",
+                "only postgres:// URLs and SQLite file paths are supported".to_owned(),
+            ));
+        }
+        let mode = match self.mode {
+            None => Mode::default(),
+            Some(m) => Mode::parse(&m).map_err(|e| bad("mode", e))?,
+        };
+        if let Some(p) = &self.policy
+            && !p.is_dir()
+        {
+            return Err(bad(
+                "policy",
+                format!(
+                    "{} is not a directory of Rego files (leave it out to use the built-in policy)",
+                    p.display()
+                ),
+            ));
+        }
+        let max_connections = self.max_connections.unwrap_or(16);
+        if !(1..=1024).contains(&max_connections) {
+            return Err(bad(
+                "max_connections",
+                format!("{max_connections} is out of range: use 1 to 1024"),
+            ));
+        }
+        Ok(Config {
+            listen,
+            database,
+            mode,
+            policy: self.policy,
+            max_connections,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_loopback_development_and_the_given_database() {
+        let c = Settings::default().validate("store.db").expect("valid");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7070");
+        assert_eq!(
+            (c.database.as_str(), c.mode),
+            ("store.db", Mode::Development)
+        );
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases = [
+            (
+                Settings {
+                    listen: Some("localhost".into()),
+                    ..Settings::default()
+                },
+                "listen",
+            ),
+            (
+                Settings {
+                    database: Some("mysql://x/y".into()),
+                    ..Settings::default()
+                },
+                "database",
+            ),
+            (
+                Settings {
+                    mode: Some("staging".into()),
+                    ..Settings::default()
+                },
+                "mode",
+            ),
+            (
+                Settings {
+                    policy: Some("/nonexistent".into()),
+                    ..Settings::default()
+                },
+                "policy",
+            ),
+            (
+                Settings {
+                    max_connections: Some(0),
+                    ..Settings::default()
+                },
+                "max_connections",
+            ),
+        ];
+        for (s, field) in cases {
+            let err = s.validate("store.db").expect_err(field).to_string();
+            assert!(err.starts_with(&format!("{field}:")), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_file_with_an_unknown_key_is_refused_with_its_line() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("conductor.toml");
+        std::fs::write(&p, "listen = \"127.0.0.1:0\"\nlisten_port = 80\n").expect("write");
+        let err = Settings::from_file(&p)
+            .expect_err("unknown key")
+            .to_string();
+        assert!(
+            err.contains("conductor.toml") && err.contains("listen_port") && err.contains("line 2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn flags_override_the_environment_which_overrides_the_file() {
+        let file = Settings {
+            listen: Some("a".into()),
+            mode: Some("production".into()),
+            ..Settings::default()
+        };
+        let env = Settings {
+            listen: Some("b".into()),
+            ..Settings::default()
+        };
+        let merged = file.overridden_by(env);
+        assert_eq!(
+            (merged.listen.as_deref(), merged.mode.as_deref()),
+            (Some("b"), Some("production"))
+        );
+    }
+}

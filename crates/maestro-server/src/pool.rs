@@ -1,0 +1,66 @@
+//! Store connections for request handlers. The store interface is synchronous, so each
+//! use runs on tokio's blocking threads; at most `max` connections exist (PostgreSQL's
+//! connection limit is shared by every replica), idle ones are reused, and one that
+//! failed is dropped rather than reused.
+
+use std::sync::{Arc, Mutex};
+
+use maestro_store::{Store, StoreError};
+use tokio::sync::Semaphore;
+
+/// A bounded set of store connections to one location.
+#[derive(Debug)]
+pub struct StorePool {
+    location: String,
+    idle: Mutex<Vec<Box<dyn Store>>>,
+    permits: Semaphore,
+}
+
+impl StorePool {
+    /// Opens one connection now (so a bad location fails at start, not at the first
+    /// request) and keeps it.
+    ///
+    /// # Errors
+    /// As [`maestro_store::open`].
+    pub fn open(location: &str, max: usize) -> Result<Arc<StorePool>, StoreError> {
+        let first = maestro_store::open(location)?;
+        Ok(Arc::new(StorePool {
+            location: location.to_owned(),
+            idle: Mutex::new(vec![first]),
+            permits: Semaphore::new(max),
+        }))
+    }
+
+    /// Runs `f` with a connection on a blocking thread.
+    ///
+    /// # Errors
+    /// What `f` returns, or a failure to open a connection.
+    pub async fn with<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut dyn Store) -> Result<T, StoreError> + Send + 'static,
+    {
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Connect("the store pool is closed".to_owned()))?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let taken = pool.idle.lock().ok().and_then(|mut v| v.pop());
+            let mut store = match taken {
+                Some(s) => s,
+                None => maestro_store::open(&pool.location)?,
+            };
+            let out = f(store.as_mut());
+            if out.is_ok()
+                && let Ok(mut idle) = pool.idle.lock()
+            {
+                idle.push(store);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Connect(format!("a store task failed: {e}")))?
+    }
+}

@@ -1,0 +1,201 @@
+//! `maestro serve` and `maestro token` end to end: the real binary, a real run in the
+//! store, HTTP on loopback, SIGTERM.
+
+mod common;
+
+use std::io::BufRead as _;
+use std::process::Stdio;
+
+use common::{Repo, text};
+
+/// Kills the server if the test fails before stopping it.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.get(url);
+    if let Some(t) = token {
+        req = req.header("Authorization", format!("Bearer {t}"));
+    }
+    let mut resp = req.call().expect("request");
+    let status = resp.status().as_u16();
+    (
+        status,
+        resp.body_mut()
+            .read_json()
+            .unwrap_or(serde_json::Value::Null),
+    )
+}
+
+#[test]
+fn a_token_reads_runs_from_the_conductor_until_it_is_revoked_and_sigterm_stops_it() {
+    let repo = Repo::new();
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  hello:\n    run: echo hi\n",
+    );
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    let created = repo.run(&[
+        "token",
+        "create",
+        "--name",
+        "laptop",
+        "--actor",
+        "user:alice",
+        "--role",
+        "viewer",
+        "--scope",
+        "runs:read",
+        "--expires",
+        "1h",
+    ]);
+    assert!(created.status.success(), "{}", text(&created));
+    let secret = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert!(secret.starts_with("mst_"), "{secret}");
+    let listed = repo.json(&["token", "list", "--json"]);
+    let id = listed[0]["id"].as_str().expect("id").to_owned();
+    assert!(
+        listed[0].get("hash").is_none(),
+        "the hash is not listed: {listed}"
+    );
+    assert!(
+        !listed.to_string().contains(&secret),
+        "the secret is never stored or listed"
+    );
+
+    let mut child = Killed(
+        repo.cmd(&["serve", "--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn maestro serve"),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().expect("stderr")).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("a log line").expect("read")).expect("JSON log");
+    assert_eq!(first["msg"], "conductor listening", "{first}");
+    let base = format!("http://{}", first["addr"].as_str().expect("addr"));
+
+    assert_eq!(get(&format!("{base}/healthz"), None).0, 200);
+    assert_eq!(get(&format!("{base}/readyz"), None).0, 200);
+    assert_eq!(get(&format!("{base}/api/v1/runs"), None).0, 401);
+    let (status, runs) = get(&format!("{base}/api/v1/runs"), Some(&secret));
+    assert_eq!(status, 200, "{runs}");
+    assert_eq!(runs[0]["status"], "succeeded", "{runs}");
+    let run_id = runs[0]["id"].as_i64().expect("id");
+    let (status, detail) = get(&format!("{base}/api/v1/runs/{run_id}"), Some(&secret));
+    assert_eq!(
+        (status, detail["jobs"][0]["name"].as_str()),
+        (200, Some("hello")),
+        "{detail}"
+    );
+    // The viewer token has no session:read scope.
+    assert_eq!(get(&format!("{base}/api/v1/whoami"), Some(&secret)).0, 403);
+
+    let revoked = repo.run(&["token", "revoke", &id]);
+    assert!(revoked.status.success(), "{}", text(&revoked));
+    assert_eq!(get(&format!("{base}/api/v1/runs"), Some(&secret)).0, 401);
+    assert_eq!(
+        repo.run(&["token", "revoke", &id]).status.code(),
+        Some(2),
+        "revoked once"
+    );
+
+    let killed = std::process::Command::new("kill")
+        .args(["-TERM", &child.0.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.0.wait().expect("wait");
+    assert!(status.success(), "SIGTERM is a graceful stop: {status:?}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(
+        rest.iter().any(|l| l.contains("conductor stopped")),
+        "{rest:?}"
+    );
+    assert!(
+        !rest.iter().any(|l| l.contains(&secret)),
+        "the secret never reaches the log"
+    );
+}
+
+#[test]
+fn bad_configuration_is_refused_before_listening_and_names_the_field() {
+    let repo = Repo::new();
+    repo.write(
+        "conductor.toml",
+        "listen = \"127.0.0.1:0\"\nmode = \"staging\"\n",
+    );
+    let out = repo.run(&["serve", "--config", "conductor.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("mode: `staging` is not a mode"),
+        "{}",
+        text(&out)
+    );
+
+    repo.write("typo.toml", "lisen = \"127.0.0.1:0\"\n");
+    let out = repo.run(&["serve", "--config", "typo.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("typo.toml") && text(&out).contains("lisen"),
+        "{}",
+        text(&out)
+    );
+
+    let out = repo.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--database",
+        "postgres://postgres@127.0.0.1:1/x",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "an unreachable store is an environment failure: {}",
+        text(&out)
+    );
+    assert!(
+        text(&out).contains("postgres://postgres@127.0.0.1:1/x"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn a_token_needs_a_scope_and_a_bounded_lifetime() {
+    let repo = Repo::new();
+    let out = repo.run(&["token", "create", "--name", "x", "--actor", "user:a"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("at least one --scope"),
+        "{}",
+        text(&out)
+    );
+    let out = repo.run(&[
+        "token",
+        "create",
+        "--name",
+        "x",
+        "--actor",
+        "user:a",
+        "--scope",
+        "*",
+        "--expires",
+        "1000d",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out).contains("out of range"), "{}", text(&out));
+}
