@@ -1,6 +1,6 @@
 //! `maestro serve` (the conductor) and `maestro token create|list|revoke`.
 
-use maestro_server::auth::{NewToken, issue};
+use maestro_server::auth::issue;
 use maestro_server::{AppState, Settings};
 use maestro_store::Store;
 
@@ -139,15 +139,16 @@ fn create(a: &TokenCreateArgs) -> Result<u8, Failure> {
         ));
     }
     let (secret, row) = issue(
-        &NewToken {
+        &maestro_store::TokenRow {
             name: a.name.clone(),
             actor: a.actor.clone(),
             roles: a.roles.clone(),
             teams: a.teams.clone(),
             tenant: a.tenant.clone(),
             scopes: a.scopes.clone(),
-            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            ..maestro_store::TokenRow::default()
         },
+        i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
         maestro_server::now_ms(),
     )
     .map_err(|e| {

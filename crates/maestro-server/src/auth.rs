@@ -52,23 +52,17 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-/// What a new token is for.
-#[derive(Clone, Debug, Default)]
-pub struct NewToken {
-    pub name: String,
-    pub actor: String,
-    pub roles: Vec<String>,
-    pub teams: Vec<String>,
-    pub tenant: String,
-    pub scopes: Vec<String>,
-    pub ttl_ms: i64,
-}
-
-/// A new secret and the row to store for it. The secret is shown once and never again.
+/// A new secret and the row to store for it: `template`'s name, actor and attributes,
+/// with a fresh id and hash, created now and expiring after `ttl_ms`. The secret is shown
+/// once and never again.
 ///
 /// # Errors
 /// When the operating system has no randomness to give.
-pub fn issue(t: &NewToken, now_ms: i64) -> Result<(String, TokenRow), getrandom::Error> {
+pub fn issue(
+    template: &TokenRow,
+    ttl_ms: i64,
+    now_ms: i64,
+) -> Result<(String, TokenRow), getrandom::Error> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)?;
     let mut id = [0u8; 8];
@@ -80,15 +74,10 @@ pub fn issue(t: &NewToken, now_ms: i64) -> Result<(String, TokenRow), getrandom:
     let row = TokenRow {
         id: format!("tok_{}", hex::encode(id)),
         hash: hash_secret(&secret),
-        name: t.name.clone(),
-        actor: t.actor.clone(),
-        roles: t.roles.clone(),
-        teams: t.teams.clone(),
-        tenant: t.tenant.clone(),
-        scopes: t.scopes.clone(),
         created_at_ms: now_ms,
-        expires_at_ms: now_ms.saturating_add(t.ttl_ms),
+        expires_at_ms: now_ms.saturating_add(ttl_ms),
         revoked_at_ms: None,
+        ..template.clone()
     };
     Ok((secret, row))
 }
@@ -135,14 +124,7 @@ mod tests {
 
     #[test]
     fn a_secret_is_stored_only_as_its_hash() {
-        let (secret, row) = issue(
-            &NewToken {
-                ttl_ms: 10,
-                ..NewToken::default()
-            },
-            5,
-        )
-        .expect("issue");
+        let (secret, row) = issue(&TokenRow::default(), 10, 5).expect("issue");
         assert!(
             secret.starts_with(PREFIX) && secret.len() == 4 + 43,
             "{secret}"
@@ -150,7 +132,7 @@ mod tests {
         assert_eq!(row.hash, hash_secret(&secret));
         assert!(!row.hash.contains(&secret[4..]));
         assert_eq!(row.expires_at_ms, 15);
-        let (other, _) = issue(&NewToken::default(), 5).expect("issue");
+        let (other, _) = issue(&TokenRow::default(), 10, 5).expect("issue");
         assert_ne!(secret, other);
     }
 

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
-use maestro_server::auth::{NewToken, issue};
+use maestro_server::auth::issue;
 use maestro_server::{AppState, Settings, api::ENDPOINTS};
 use maestro_store::pg::Throwaway;
-use maestro_store::{Batch, NewRun, Store};
+use maestro_store::{Batch, NewRun, Store, TokenRow};
 use serde_json::Value;
 
 struct Server {
@@ -93,15 +93,16 @@ impl Server {
         ttl_ms: i64,
     ) -> (String, String) {
         let (secret, row) = issue(
-            &NewToken {
+            &TokenRow {
                 name: "test".into(),
                 actor: format!("user:{}", roles.join("+")),
                 roles: roles.iter().map(|s| (*s).to_owned()).collect(),
                 teams: vec!["payments".into()],
                 tenant: tenant.into(),
                 scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
-                ttl_ms,
+                ..TokenRow::default()
             },
+            ttl_ms,
             maestro_server::now_ms(),
         )
         .expect("issue");
