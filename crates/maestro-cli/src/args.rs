@@ -114,6 +114,29 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// The conductor's API: the persisted-operation manifest, the policy matrix check and
+    /// the coverage reports.
+    Api {
+        #[command(subcommand)]
+        command: ApiCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ApiCommand {
+    /// Print the persisted GraphQL operations (Apollo's persisted-query manifest JSON:
+    /// id = sha256 of each document).
+    Manifest,
+    /// Evaluate every cell of an allow/deny matrix (roles × own/other tenant × actions)
+    /// against a policy; exit 1 naming each cell the policy decides otherwise.
+    Matrix {
+        /// A directory of .rego files (default: the built-in policy).
+        #[arg(long)]
+        policy: Option<std::path::PathBuf>,
+        /// The matrix TOML (default: the built-in policy's matrix).
+        #[arg(long)]
+        matrix: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

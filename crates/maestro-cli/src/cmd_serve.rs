@@ -4,7 +4,7 @@ use maestro_server::auth::issue;
 use maestro_server::{AppState, Settings};
 use maestro_store::Store;
 
-use crate::args::{ServeArgs, StoreArgs, TokenCommand, TokenCreateArgs};
+use crate::args::{ApiCommand, ServeArgs, StoreArgs, TokenCommand, TokenCreateArgs};
 use crate::exit::{self, Failure};
 use crate::settings;
 
@@ -207,4 +207,49 @@ fn list(store: &StoreArgs, json: bool) -> Result<u8, Failure> {
         );
     }
     Ok(exit::OK)
+}
+
+pub(crate) fn api(cmd: &ApiCommand) -> Result<u8, Failure> {
+    match cmd {
+        ApiCommand::Manifest => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&maestro_server::persisted::manifest())
+                    .unwrap_or_default()
+            );
+            Ok(exit::OK)
+        }
+        ApiCommand::Matrix { policy, matrix } => {
+            let p = match policy {
+                Some(dir) => maestro_server::authz::Policy::load(dir),
+                None => maestro_server::authz::Policy::builtin(),
+            }
+            .map_err(config_failure)?;
+            let m = match matrix {
+                Some(f) => maestro_server::matrix::Matrix::load(f),
+                None => maestro_server::matrix::Matrix::builtin(),
+            }
+            .map_err(config_failure)?;
+            let flips = m.check(&p);
+            for f in &flips {
+                println!("FLIPPED  {f}");
+            }
+            println!(
+                "{} of {} cells as the matrix says (policy {})",
+                m.cells() - flips.len(),
+                m.cells(),
+                p.source()
+            );
+            if flips.is_empty() {
+                Ok(exit::OK)
+            } else {
+                eprintln!(
+                    "{} cell(s) flipped: if the policy change is meant, update the matrix to \
+                     say so; otherwise fix the policy",
+                    flips.len()
+                );
+                Ok(exit::PIPELINE_FAILED)
+            }
+        }
+    }
 }

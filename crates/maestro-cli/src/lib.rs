@@ -79,6 +79,7 @@ pub fn main() -> ExitCode {
         Command::Audit { command } => cmd_audit::audit(&command),
         Command::Serve(a) => cmd_serve::serve(&a),
         Command::Token { command } => cmd_serve::token(&command),
+        Command::Api { command } => cmd_serve::api(&command),
     };
     match result {
         Ok(code) => exit::code(code),

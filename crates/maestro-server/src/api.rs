@@ -33,7 +33,11 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+    ) -> ApiError {
         ApiError {
             status,
             code,
@@ -41,7 +45,7 @@ impl ApiError {
         }
     }
 
-    fn store(e: &maestro_store::StoreError) -> ApiError {
+    pub(crate) fn store(e: &maestro_store::StoreError) -> ApiError {
         // The cause goes to the log; the client learns only that the store failed.
         crate::log::event(
             "error",
@@ -81,7 +85,7 @@ impl IntoResponse for Checked {
 pub struct Authorized {
     pub actor: Actor,
     pub action: &'static str,
-    state: Arc<AppState>,
+    pub(crate) state: Arc<AppState>,
 }
 
 impl Authorized {
@@ -116,11 +120,23 @@ impl Authorized {
         items: Vec<T>,
         resource: impl Fn(&T) -> Resource,
     ) -> Result<Checked, ApiError> {
-        let kept: Vec<T> = items
+        checked(self.keep(items, resource))
+    }
+
+    /// `value` when the policy allows the action on `resource`, else nothing — for
+    /// GraphQL, where a hidden object is `null` as a missing one is.
+    #[must_use]
+    pub fn allow<T>(&self, resource: &Resource, value: T) -> Option<T> {
+        self.visible(resource).then_some(value)
+    }
+
+    /// The items the policy allows.
+    #[must_use]
+    pub fn keep<T>(&self, items: Vec<T>, resource: impl Fn(&T) -> Resource) -> Vec<T> {
+        items
             .into_iter()
             .filter(|i| self.visible(&resource(i)))
-            .collect();
-        checked(kept)
+            .collect()
     }
 }
 
@@ -174,7 +190,8 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// Every API endpoint. Routes outside this table are only [`PUBLIC`].
+/// Every REST endpoint. Routes outside this table are the [`PUBLIC`] probes and
+/// `/graphql`, whose fields are the rows of [`crate::graphql::FIELDS`].
 pub const ENDPOINTS: &[Endpoint] = &[
     Endpoint {
         method: "GET",
@@ -205,7 +222,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
 /// Unauthenticated routes: liveness and readiness probes, which disclose nothing.
 pub const PUBLIC: &[&str] = &["/healthz", "/readyz"];
 
-/// The router: [`PUBLIC`] probes and [`ENDPOINTS`], nothing else.
+/// The router: [`PUBLIC`] probes, [`ENDPOINTS`] and `/graphql`, nothing else.
 pub fn router(state: Arc<AppState>) -> Router {
     let mut by_path: Vec<(&'static str, Vec<&'static Endpoint>)> = Vec::new();
     for e in ENDPOINTS {
@@ -216,7 +233,13 @@ pub fn router(state: Arc<AppState>) -> Router {
     }
     let mut r = Router::new()
         .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+        .route("/readyz", get(readyz))
+        .route(
+            "/graphql",
+            get(crate::graphql::get).post(crate::graphql::post).layer(
+                axum::extract::DefaultBodyLimit::max(crate::graphql::MAX_BODY),
+            ),
+        );
     for (path, endpoints) in by_path {
         let mut mr = axum::routing::MethodRouter::new();
         for e in endpoints {
@@ -259,26 +282,40 @@ async fn dispatch(
     headers: &HeaderMap,
 ) -> Result<Checked, ApiError> {
     let actor = authenticate(&state, headers).await?;
-    if !actor.has_scope(e.scope) {
+    let auth = authorize(state, actor, e.action, e.scope, e.kind)?;
+    (e.handler)(Ctx { auth, path, query }).await
+}
+
+/// The one authorization wrapper, for endpoints and GraphQL fields alike: the token's
+/// scope, then the policy on the action over the actor's own tenant's collection of
+/// `kind`. What it returns answers only through the policy on each resource.
+///
+/// # Errors
+/// 403 `insufficient_scope` or `forbidden`.
+pub fn authorize(
+    state: Arc<AppState>,
+    actor: Actor,
+    action: &'static str,
+    scope: &'static str,
+    kind: &'static str,
+) -> Result<Authorized, ApiError> {
+    if !actor.has_scope(scope) {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",
-            format!(
-                "this token lacks the scope {} that {} needs",
-                e.scope, e.action
-            ),
+            format!("this token lacks the scope {scope} that {action} needs"),
         ));
     }
     let collection = Resource {
-        kind: e.kind,
+        kind,
         tenant: actor.tenant.clone(),
         ..Resource::default()
     };
-    if !state.policy.allows(&actor, e.action, &collection) {
+    if !state.policy.allows(&actor, action, &collection) {
         crate::log::event(
             "warn",
             "denied",
-            &[("actor", json!(actor.id)), ("action", json!(e.action))],
+            &[("actor", json!(actor.id)), ("action", json!(action))],
         );
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -286,37 +323,51 @@ async fn dispatch(
             format!(
                 "{} may not {} (policy {})",
                 actor.id,
-                e.action,
+                action,
                 state.policy.source()
             ),
         ));
     }
-    let auth = Authorized {
+    Ok(Authorized {
         actor,
-        action: e.action,
+        action,
         state,
-    };
-    (e.handler)(Ctx { auth, path, query }).await
+    })
 }
 
-async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Actor, ApiError> {
-    let unauthorized =
-        |e: auth::AuthError| ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string());
+/// The actor a request's `Authorization: Bearer` token stands for.
+///
+/// # Errors
+/// 401 when the header is missing or malformed or the token unknown, expired or revoked;
+/// 503 when the store fails.
+pub async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Actor, ApiError> {
     let value = headers
         .get(header::AUTHORIZATION)
         .map(|v| {
             v.to_str()
-                .map_err(|_| unauthorized(auth::AuthError::Malformed))
+                .map_err(|_| unauthorized(&auth::AuthError::Malformed))
         })
         .transpose()?;
-    let secret = auth::bearer(value).map_err(unauthorized)?;
+    let secret = auth::bearer(value).map_err(|e| unauthorized(&e))?;
+    actor_for_secret(state, secret).await
+}
+
+fn unauthorized(e: &auth::AuthError) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
+}
+
+/// The actor a token secret stands for.
+///
+/// # Errors
+/// As [`authenticate`].
+pub async fn actor_for_secret(state: &Arc<AppState>, secret: &str) -> Result<Actor, ApiError> {
     let hash = auth::hash_secret(secret);
     let row = state
         .pool
         .with(move |s| s.token_by_hash(&hash))
         .await
         .map_err(|e| ApiError::store(&e))?;
-    auth::actor_of(row, crate::now_ms()).map_err(unauthorized)
+    auth::actor_of(row, crate::now_ms()).map_err(|e| unauthorized(&e))
 }
 
 async fn healthz() -> impl IntoResponse {
@@ -338,7 +389,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 /// one (remote runs).
 const RUN_TENANT: &str = "default";
 
-fn run_resource(id: i64, pipeline: &str) -> Resource {
+pub(crate) fn run_resource(id: i64, pipeline: &str) -> Resource {
     Resource {
         kind: "run",
         id: Some(id.to_string()),

@@ -10,7 +10,11 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod coverage;
+pub mod graphql;
 pub mod log;
+pub mod matrix;
+pub mod persisted;
 pub mod pool;
 
 use std::future::Future;
@@ -46,11 +50,14 @@ pub fn now_ms() -> i64 {
 }
 
 /// What every request handler shares.
-#[derive(Debug)]
 pub struct AppState {
     pub pool: Arc<pool::StorePool>,
     pub policy: authz::Policy,
     pub mode: Mode,
+    pub graphql: graphql::MaestroSchema,
+    /// The directory whose `runs/<id>/logs/` hold the logs of the runs in the store: the
+    /// SQLite store's own directory; none for PostgreSQL.
+    pub logs: Option<std::path::PathBuf>,
 }
 
 impl AppState {
@@ -64,11 +71,35 @@ impl AppState {
             None => authz::Policy::builtin()?,
         };
         let pool = pool::StorePool::open(&config.database, config.max_connections)?;
+        let logs = (!maestro_store::is_postgres(&config.database))
+            .then(|| {
+                std::path::Path::new(&config.database).parent().map(|p| {
+                    if p.as_os_str().is_empty() {
+                        std::path::PathBuf::from(".")
+                    } else {
+                        p.to_path_buf()
+                    }
+                })
+            })
+            .flatten();
         Ok(Arc::new(AppState {
             pool,
             policy,
             mode: config.mode,
+            graphql: graphql::schema(config.mode),
+            logs,
         }))
+    }
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("pool", &self.pool)
+            .field("policy", &self.policy)
+            .field("mode", &self.mode)
+            .field("logs", &self.logs)
+            .finish_non_exhaustive()
     }
 }
 

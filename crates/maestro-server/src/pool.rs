@@ -64,3 +64,21 @@ impl StorePool {
         .map_err(|e| StoreError::Connect(format!("a store task failed: {e}")))?
     }
 }
+
+impl Drop for StorePool {
+    /// A PostgreSQL connection closes by running its own small runtime, which tokio
+    /// forbids inside a runtime's thread; the last handler to let go of the pool may be
+    /// on one, so the connections are closed on a thread of their own.
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|e| e.into_inner()));
+        if idle.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            let closing = std::thread::spawn(move || drop(idle));
+            let _ = closing.join();
+        } else {
+            drop(idle);
+        }
+    }
+}

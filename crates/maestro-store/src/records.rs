@@ -86,7 +86,7 @@ pub struct ArtifactRow {
 }
 
 /// The outcome of one job in one run.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobRow {
     pub name: String,
     pub gate: Option<String>,

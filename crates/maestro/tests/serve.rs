@@ -199,3 +199,46 @@ fn a_token_needs_a_scope_and_a_bounded_lifetime() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("out of range"), "{}", text(&out));
 }
+
+#[test]
+fn the_manifest_lists_persisted_operations_and_the_matrix_catches_a_flipped_cell() {
+    let repo = Repo::new();
+    let out = repo.run(&["api", "manifest"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let m: serde_json::Value = serde_json::from_slice(&out.stdout).expect("manifest JSON");
+    assert_eq!(m["format"], "apollo-persisted-query-manifest");
+    let ops = m["operations"].as_array().expect("operations");
+    assert!(ops.iter().any(|o| o["name"] == "RunDetail"));
+    for o in ops {
+        let body = o["body"].as_str().expect("body");
+        let id = o["id"].as_str().expect("id");
+        assert_eq!(id.len(), 64);
+        assert!(body.starts_with("query "), "{body}");
+    }
+
+    let out = repo.run(&["api", "matrix"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("cells as the matrix says (policy built-in)"),
+        "{}",
+        text(&out)
+    );
+
+    // A policy that also lets viewers into other tenants flips cells, which are named.
+    let policy = repo.dir.path().join("policy");
+    std::fs::create_dir_all(&policy).expect("mkdir");
+    std::fs::write(
+        policy.join("authz.rego"),
+        "package maestro.authz\nimport rego.v1\ndefault allow := false\n\
+         allow if { input.action == \"runs.read\"; \"viewer\" in input.actor.roles }\n",
+    )
+    .expect("write");
+    let out = repo.run(&["api", "matrix", "--policy", policy.to_str().expect("utf-8")]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("FLIPPED  role viewer × other tenant × runs.read: the matrix says deny, the policy says allow"),
+        "{t}"
+    );
+    assert!(t.contains("update the matrix"), "{t}");
+}

@@ -1,0 +1,212 @@
+//! What the conductor's test suites share: a server on a SQLite file or a throwaway
+//! PostgreSQL database, tokens, and requests.
+
+#![allow(
+    clippy::allow_attributes,
+    dead_code,
+    unreachable_pub,
+    reason = "each test binary uses part of it"
+)]
+
+use std::collections::HashMap;
+
+use maestro_server::auth::issue;
+use maestro_server::{AppState, Settings};
+use maestro_store::pg::Throwaway;
+use maestro_store::{Store, TokenRow};
+use serde_json::Value;
+
+pub struct Server {
+    pub base: String,
+    pub location: String,
+    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub thread: Option<std::thread::JoinHandle<Result<(), maestro_server::ServerError>>>,
+    _guard: Box<dyn std::any::Any>,
+}
+
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Server {
+    pub fn start(backend: &Backend, policy: Option<std::path::PathBuf>) -> Server {
+        Server::with(backend, policy, None)
+    }
+
+    /// A server in `mode` (`development` or `production`).
+    pub fn with(
+        backend: &Backend,
+        policy: Option<std::path::PathBuf>,
+        mode: Option<&str>,
+    ) -> Server {
+        let (location, guard): (String, Box<dyn std::any::Any>) = match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("tempdir");
+                (
+                    dir.path().join("store.db").display().to_string(),
+                    Box::new(dir),
+                )
+            }
+            Backend::Postgres => {
+                let db = Throwaway::new("server");
+                (db.url.clone(), Box::new(db))
+            }
+        };
+        let config = Settings {
+            listen: Some("127.0.0.1:0".into()),
+            database: Some(location.clone()),
+            policy,
+            mode: mode.map(str::to_owned),
+            ..Settings::default()
+        }
+        .validate("unused")
+        .expect("valid settings");
+        let state = AppState::open(&config).expect("open");
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let listener = maestro_server::bind(&config).await?;
+                addr_tx
+                    .send(listener.local_addr().expect("addr"))
+                    .expect("send");
+                maestro_server::serve(state, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        let addr = addr_rx.recv().expect("the server started");
+        Server {
+            base: format!("http://{addr}"),
+            location,
+            stop: Some(stop),
+            thread: Some(thread),
+            _guard: guard,
+        }
+    }
+
+    pub fn store(&self) -> Box<dyn Store> {
+        maestro_store::open(&self.location).expect("open the store")
+    }
+
+    /// A token with these roles and scopes in tenant `default`, valid for an hour.
+    pub fn token(&self, roles: &[&str], scopes: &[&str]) -> (String, String) {
+        self.token_in("default", roles, scopes, 3_600_000)
+    }
+
+    pub fn token_in(
+        &self,
+        tenant: &str,
+        roles: &[&str],
+        scopes: &[&str],
+        ttl_ms: i64,
+    ) -> (String, String) {
+        let (secret, row) = issue(
+            &TokenRow {
+                name: "test".into(),
+                actor: format!("user:{}", roles.join("+")),
+                roles: roles.iter().map(|s| (*s).to_owned()).collect(),
+                teams: vec!["payments".into()],
+                tenant: tenant.into(),
+                scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+                ..TokenRow::default()
+            },
+            ttl_ms,
+            maestro_server::now_ms(),
+        )
+        .expect("issue");
+        self.store().token_create(&row).expect("store the token");
+        (secret, row.id)
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, Value, HashMap<String, String>) {
+        let mut req = agent().get(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        answer(req.call().expect("the request completes"))
+    }
+
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        let mut req = agent().post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        let (status, body, _) = answer(req.send_json(body).expect("the request completes"));
+        (status, body)
+    }
+
+    /// A GraphQL request (`POST /graphql`).
+    pub fn graphql(&self, token: &str, body: &Value) -> (u16, Value) {
+        self.post("/graphql", Some(token), body)
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value, HashMap<String, String>) {
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
+    (status, body, headers)
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+pub fn concrete(path: &str) -> String {
+    path.replace("{id}", "1")
+}
+
+pub fn message(body: &Value) -> String {
+    body["error"]["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+macro_rules! on_both {
+    ($($name:ident($b:ident) $body:block)*) => {$(
+        mod $name {
+            #[allow(clippy::allow_attributes, unused_imports, reason = "shared prelude")]
+            use super::*;
+
+            fn case($b: &Backend) $body
+
+            #[test]
+            fn sqlite() {
+                case(&Backend::Sqlite);
+            }
+
+            #[test]
+            fn postgres() {
+                case(&Backend::Postgres);
+            }
+        }
+    )*};
+}
