@@ -127,6 +127,13 @@ pub(crate) enum ApiCommand {
     /// Print the persisted GraphQL operations (Apollo's persisted-query manifest JSON:
     /// id = sha256 of each document).
     Manifest,
+    /// The coverage reports: the share of the console's GraphQL operations that are
+    /// persisted, and of REST endpoints and GraphQL fields under the authorization
+    /// wrapper with their action in the policy matrix. Exit 1 below 100%.
+    Coverage {
+        #[arg(long)]
+        json: bool,
+    },
     /// Evaluate every cell of an allow/deny matrix (roles × own/other tenant × actions)
     /// against a policy; exit 1 naming each cell the policy decides otherwise.
     Matrix {

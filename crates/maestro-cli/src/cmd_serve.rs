@@ -219,6 +219,7 @@ pub(crate) fn api(cmd: &ApiCommand) -> Result<u8, Failure> {
             );
             Ok(exit::OK)
         }
+        ApiCommand::Coverage { json } => coverage(*json),
         ApiCommand::Matrix { policy, matrix } => {
             let p = match policy {
                 Some(dir) => maestro_server::authz::Policy::load(dir),
@@ -252,4 +253,41 @@ pub(crate) fn api(cmd: &ApiCommand) -> Result<u8, Failure> {
             }
         }
     }
+}
+
+fn coverage(json: bool) -> Result<u8, Failure> {
+    use maestro_server::coverage::{self, Share};
+    let matrix = maestro_server::matrix::Matrix::builtin().map_err(config_failure)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .map_err(|e| Failure::env(e, "a runtime could not start"))?;
+    let fields = rt.block_on(coverage::query_fields());
+    let r = coverage::report(maestro_server::console::OPERATIONS, &fields, &matrix);
+    let shares: [(&str, &Share); 5] = [
+        ("console operations persisted", &r.console_persisted),
+        ("REST endpoints under the ABAC wrapper", &r.rest_wrapped),
+        ("REST endpoints with a policy-matrix test", &r.rest_tested),
+        ("GraphQL fields under the ABAC wrapper", &r.graphql_wrapped),
+        (
+            "GraphQL fields with a policy-matrix test",
+            &r.graphql_tested,
+        ),
+    ];
+    let complete = shares.iter().all(|(_, s)| s.outside.is_empty());
+    if json {
+        println!("{}", serde_json::to_string_pretty(&r).unwrap_or_default());
+    } else {
+        for (label, s) in shares {
+            println!("{:>6.1}%  {label} ({}/{})", s.percent(), s.part, s.whole);
+            for o in &s.outside {
+                println!("         missing: {o}");
+            }
+        }
+        println!("policy matrix: {} cells", r.matrix_cells);
+    }
+    Ok(if complete {
+        exit::OK
+    } else {
+        exit::PIPELINE_FAILED
+    })
 }

@@ -269,7 +269,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         }
         r = r.route(path, mr);
     }
-    r.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint") })
+    r.merge(crate::console::routes())
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+        })
         .with_state(state)
 }
 
@@ -387,7 +390,7 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
 
 /// Runs carry no tenant yet: every run belongs to `default` until runs are reported with
 /// one (remote runs).
-const RUN_TENANT: &str = "default";
+pub(crate) const RUN_TENANT: &str = "default";
 
 pub(crate) fn run_resource(id: i64, pipeline: &str) -> Resource {
     Resource {

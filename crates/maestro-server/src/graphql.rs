@@ -70,6 +70,12 @@ pub const FIELDS: &[Field] = &[
         scope: "runs:read",
         kind: "run",
     },
+    Field {
+        name: "auditEntries",
+        action: "audit.read",
+        scope: "audit:read",
+        kind: "audit",
+    },
 ];
 
 /// The schema type.
@@ -119,6 +125,20 @@ fn gate(ctx: &Context<'_>, field: &str) -> async_graphql::Result<Authorized> {
     .map_err(|e| refusal(&e))
 }
 
+/// A list field's `limit`, from 1 to [`MAX_RUNS`].
+fn list_limit(limit: i32) -> async_graphql::Result<usize> {
+    usize::try_from(limit)
+        .ok()
+        .filter(|_| (1..=MAX_RUNS).contains(&limit))
+        .ok_or_else(|| {
+            refusal(&ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("limit {limit} must be from 1 to {MAX_RUNS}"),
+            ))
+        })
+}
+
 fn store_error(e: &maestro_store::StoreError) -> async_graphql::Error {
     refusal(&ApiError::store(e))
 }
@@ -160,14 +180,7 @@ impl Query {
         #[graphql(default = 50)] limit: i32,
     ) -> async_graphql::Result<Vec<Run>> {
         let auth = gate(ctx, "runs")?;
-        if !(1..=MAX_RUNS).contains(&limit) {
-            return Err(refusal(&ApiError::new(
-                StatusCode::BAD_REQUEST,
-                "bad_request",
-                format!("limit {limit} must be from 1 to {MAX_RUNS}"),
-            )));
-        }
-        let n = usize::try_from(limit).unwrap_or(50);
+        let n = list_limit(limit)?;
         let rows = auth
             .state
             .pool
@@ -207,6 +220,75 @@ impl Query {
             Err(e) => Err(store_error(&e)),
         }
     }
+
+    /// Audit log entries, newest first; `before` pages backwards by index.
+    #[graphql(complexity = "usize::try_from(limit).unwrap_or(0) * child_complexity")]
+    async fn audit_entries(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: i32,
+        before: Option<u64>,
+    ) -> async_graphql::Result<Vec<AuditEntry>> {
+        let auth = gate(ctx, "auditEntries")?;
+        let q = maestro_audit::Query {
+            before,
+            limit: list_limit(limit)?,
+            ..maestro_audit::Query::default()
+        };
+        let entries = auth
+            .state
+            .audit
+            .with(move |log| log.list(&q))
+            .await
+            .map_err(|e| {
+                crate::log::event(
+                    "error",
+                    "audit log failure",
+                    &[("error", serde_json::json!(e.to_string()))],
+                );
+                refusal(&ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the audit log failed; try again",
+                ))
+            })?;
+        let kept = auth.keep(entries, |e| Resource {
+            kind: "audit",
+            id: Some(e.index.to_string()),
+            tenant: api::RUN_TENANT.to_owned(),
+            ..Resource::default()
+        });
+        Ok(kept
+            .into_iter()
+            .map(|e| AuditEntry {
+                index: e.index,
+                time: e.time,
+                actor: e.actor.id,
+                via: e.actor.via,
+                action: e.action,
+                target: e.target,
+                result: e.result.as_str().to_owned(),
+                reason: e.reason,
+            })
+            .collect())
+    }
+}
+
+/// One audit log entry.
+#[derive(Debug, SimpleObject)]
+pub struct AuditEntry {
+    /// Its position in the log (`maestro audit prove INDEX`).
+    index: u64,
+    /// UTC, RFC 3339 with microseconds.
+    time: String,
+    actor: String,
+    /// How the actor was identified.
+    via: String,
+    action: String,
+    target: String,
+    /// started, success, failure or denied.
+    result: String,
+    reason: Option<String>,
 }
 
 /// The actor behind the request.

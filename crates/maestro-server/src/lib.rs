@@ -10,6 +10,7 @@ pub mod api;
 pub mod auth;
 pub mod authz;
 pub mod config;
+pub mod console;
 pub mod coverage;
 pub mod graphql;
 pub mod log;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub policy: authz::Policy,
     pub mode: Mode,
     pub graphql: graphql::MaestroSchema,
+    /// The audit log in the store's database.
+    pub audit: Arc<pool::AuditLog>,
     /// The directory whose `runs/<id>/logs/` hold the logs of the runs in the store: the
     /// SQLite store's own directory; none for PostgreSQL.
     pub logs: Option<std::path::PathBuf>,
@@ -87,6 +90,7 @@ impl AppState {
             policy,
             mode: config.mode,
             graphql: graphql::schema(config.mode),
+            audit: pool::AuditLog::new(&config.database),
             logs,
         }))
     }

@@ -216,6 +216,22 @@ fn the_manifest_lists_persisted_operations_and_the_matrix_catches_a_flipped_cell
         assert!(body.starts_with("query "), "{body}");
     }
 
+    let out = repo.run(&["api", "coverage"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let t = text(&out);
+    assert!(
+        t.contains("100.0%  console operations persisted (5/5)"),
+        "{t}"
+    );
+    assert!(
+        t.contains("100.0%  GraphQL fields under the ABAC wrapper"),
+        "{t}"
+    );
+    assert!(!t.contains("missing:"), "{t}");
+    let out = repo.run(&["api", "coverage", "--json"]);
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("coverage JSON");
+    assert_eq!(r["rest_tested"]["part"], r["rest_tested"]["whole"], "{r}");
+
     let out = repo.run(&["api", "matrix"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(

@@ -4,6 +4,7 @@
 #![allow(
     clippy::allow_attributes,
     dead_code,
+    unused_macros,
     unreachable_pub,
     reason = "each test binary uses part of it"
 )]

@@ -1,0 +1,530 @@
+//! The console: server-rendered pages under `/console`, no front-end build.
+//!
+//! A page runs persisted GraphQL operations ([`OPERATIONS`], by name from the manifest)
+//! through [`graphql::execute`] as the signed-in actor, so it sees exactly what the API
+//! would show that actor, and renders the answer with maud (every interpolation
+//! escaped). Signing in takes an API token; the session cookie holds it (`HttpOnly`,
+//! `SameSite=Strict`) and every page checks it again, so a revoked token ends the
+//! session at the next click.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{Form, Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use maud::{DOCTYPE, Markup, html};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::api::{self, ApiError};
+use crate::auth::Actor;
+use crate::graphql::{self, Body};
+use crate::{AppState, persisted};
+
+/// Every operation the console's pages run. `maestro api coverage` checks each is in the
+/// persisted manifest.
+pub const OPERATIONS: &[&str] = &[VIEWER, RUN_LIST, RUN_DETAIL, RUN_LOG, AUDIT_ENTRIES];
+
+const VIEWER: &str = "Viewer";
+const RUN_LIST: &str = "RunList";
+const RUN_DETAIL: &str = "RunDetail";
+const RUN_LOG: &str = "RunLog";
+const AUDIT_ENTRIES: &str = "AuditEntries";
+
+/// The session cookie.
+const COOKIE: &str = "maestro_session";
+/// How long a console session lasts (the token's own expiry still applies).
+const SESSION_SECONDS: u32 = 8 * 3600;
+
+const STYLE: &str = include_str!("../console/console.css");
+
+/// The console's routes.
+pub fn routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/console", get(|| async { Redirect::to("/console/runs") }))
+        .route("/console/login", get(login_page).post(login))
+        .route("/console/logout", post(logout))
+        .route("/console/console.css", get(style))
+        .route("/console/runs", get(runs_page))
+        .route("/console/runs/{id}", get(run_page))
+        .route("/console/runs/{id}/jobs/{job}", get(job_page))
+        .route("/console/audit", get(audit_page))
+        .route(
+            "/console/releases",
+            get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Releases", 8)),
+        )
+        .route(
+            "/console/canaries",
+            get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Canaries", 7)),
+        )
+        .route(
+            "/console/flags",
+            get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Feature flags", 8)),
+        )
+}
+
+/// Headers every console answer carries: no framing, no sniffing, only our own
+/// resources, and no caching of pages that show a tenant's data.
+fn hardened(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    resp
+}
+
+fn page(status: StatusCode, title: &str, actor: Option<&Actor>, body: &Markup) -> Response {
+    let doc = html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Maestro" }
+                link rel="stylesheet" href="/console/console.css";
+            }
+            body {
+                header {
+                    a.brand href="/console/runs" { "Maestro" }
+                    @if actor.is_some() {
+                        nav {
+                            a href="/console/runs" { "Runs" }
+                            a href="/console/audit" { "Audit" }
+                            a href="/console/releases" { "Releases" }
+                            a href="/console/canaries" { "Canaries" }
+                            a href="/console/flags" { "Flags" }
+                        }
+                    }
+                    @if let Some(a) = actor {
+                        form.who method="post" action="/console/logout" {
+                            span #actor { (a.id) " · " (a.tenant) }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { (body) }
+            }
+        }
+    };
+    hardened((status, axum::response::Html(doc.into_string())).into_response())
+}
+
+async fn style() -> Response {
+    hardened(([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STYLE).into_response())
+}
+
+fn session_secret(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_owned())
+}
+
+/// The signed-in actor, or the way to the sign-in page.
+async fn signed_in(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Actor, Response> {
+    let to_login = || Redirect::to("/console/login").into_response();
+    let secret = session_secret(headers).ok_or_else(to_login)?;
+    api::actor_for_secret(state, &secret)
+        .await
+        .map_err(|e| match e.status {
+            StatusCode::UNAUTHORIZED => to_login(),
+            _ => failure(None, &e),
+        })
+}
+
+fn failure(actor: Option<&Actor>, e: &ApiError) -> Response {
+    page(
+        e.status,
+        "Error",
+        actor,
+        &html! { h1 { "Something went wrong" } p.error { (e.message) } },
+    )
+}
+
+/// Runs a persisted operation by name as `actor`; `data`, or the first error as a page.
+async fn run_op(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    name: &str,
+    variables: Value,
+) -> Result<Value, Response> {
+    let op = persisted::by_name(name).ok_or_else(|| {
+        failure(
+            Some(actor),
+            &ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("the console's operation {name} is not in the manifest"),
+            ),
+        )
+    })?;
+    let body = Body {
+        id: Some(op.id.to_owned()),
+        variables: Some(variables),
+        ..Body::default()
+    };
+    let v = graphql::execute(state, actor.clone(), &body)
+        .await
+        .map_err(|e| failure(Some(actor), &e))?;
+    if let Some(err) = v["errors"].as_array().and_then(|a| a.first()) {
+        let code = err["extensions"]["code"].as_str().unwrap_or("error");
+        let status = match code {
+            "forbidden" | "insufficient_scope" => StatusCode::FORBIDDEN,
+            "bad_request" => StatusCode::BAD_REQUEST,
+            _ => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        let message = err["message"].as_str().unwrap_or("the request failed");
+        return Err(page(
+            status,
+            "Not allowed",
+            Some(actor),
+            &html! { h1 { "Not allowed" } p.error { (message) } },
+        ));
+    }
+    Ok(v["data"].clone())
+}
+
+#[derive(Deserialize)]
+struct LoginForm {
+    token: String,
+}
+
+async fn login_page() -> Response {
+    login_form(StatusCode::OK, None)
+}
+
+fn login_form(status: StatusCode, error: Option<&str>) -> Response {
+    page(
+        status,
+        "Sign in",
+        None,
+        &html! {
+            h1 { "Sign in" }
+            p { "Paste an API token (" code { "maestro token create" } ")." }
+            @if let Some(e) = error { p.error #login-error { (e) } }
+            form.login method="post" action="/console/login" {
+                label for="token" { "API token" }
+                input #token type="password" name="token" autocomplete="off" required;
+                button type="submit" { "Sign in" }
+            }
+        },
+    )
+}
+
+async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Response {
+    let secret = f.token.trim();
+    match api::actor_for_secret(&state, secret).await {
+        Ok(actor) => {
+            crate::log::event(
+                "info",
+                "console sign-in",
+                &[("actor", json!(actor.id)), ("via", json!(actor.via))],
+            );
+            let cookie = format!(
+                "{COOKIE}={secret}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}"
+            );
+            let mut resp = Redirect::to("/console/runs").into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                resp.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            hardened(resp)
+        }
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            login_form(StatusCode::UNAUTHORIZED, Some(&e.message))
+        }
+        Err(e) => failure(None, &e),
+    }
+}
+
+async fn logout() -> Response {
+    let mut resp = Redirect::to("/console/login").into_response();
+    resp.headers_mut().insert(
+        header::SET_COOKIE,
+        HeaderValue::from_static(
+            "maestro_session=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
+        ),
+    );
+    hardened(resp)
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::Null => String::new(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn short(commit: &Value) -> String {
+    text(commit).chars().take(12).collect()
+}
+
+fn status_badge(status: &Value) -> Markup {
+    let s = text(status);
+    html! { span class={ "status status-" (s) } { (s) } }
+}
+
+fn seconds(ms: &Value) -> String {
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "durations are far below 2^52 ms"
+    )]
+    let s = ms.as_i64().unwrap_or(0) as f64 / 1000.0;
+    format!("{s:.1} s")
+}
+
+async fn runs_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let data = match run_op(&state, &actor, RUN_LIST, json!({"limit": 50})).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let runs = data["runs"].as_array().cloned().unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Runs",
+        Some(&actor),
+        &html! {
+            h1 { "Runs" }
+            @if runs.is_empty() {
+                p.empty { "No runs yet. Run " code { "maestro run" } " in a repository that uses this store." }
+            } @else {
+                table #runs {
+                    thead { tr { th { "Run" } th { "Pipeline" } th { "Status" } th { "Commit" } th { "Branch" } th { "Started" } th { "Jobs" } th { "Cached" } th { "Failed" } } }
+                    tbody {
+                        @for r in &runs {
+                            tr class={ "run run-" (text(&r["status"])) } {
+                                td { a href={ "/console/runs/" (text(&r["id"])) } { "#" (text(&r["id"])) } }
+                                td { (text(&r["pipeline"])) }
+                                td { (status_badge(&r["status"])) }
+                                td { code { (short(&r["commit"])) } }
+                                td { (text(&r["branch"])) }
+                                td { time { (text(&r["startedAt"])) } }
+                                td.num { (text(&r["jobCount"])) }
+                                td.num { (text(&r["cachedCount"])) }
+                                td.num { (text(&r["failedCount"])) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn not_found(actor: &Actor, what: &str) -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        Some(actor),
+        &html! { h1 { "Not found" } p { (what) " does not exist, or you may not see it." } },
+    )
+}
+
+async fn run_page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let data = match run_op(&state, &actor, RUN_DETAIL, json!({"id": id})).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let run = &data["run"];
+    if run.is_null() {
+        return not_found(&actor, &format!("Run #{id}"));
+    }
+    let jobs = run["jobs"].as_array().cloned().unwrap_or_default();
+    let mut gates: Vec<String> = Vec::new();
+    for j in &jobs {
+        let g = text(&j["gate"]);
+        if !gates.contains(&g) {
+            gates.push(g);
+        }
+    }
+    let failed: Vec<&Value> = jobs.iter().filter(|j| j["status"] == "failed").collect();
+    page(
+        StatusCode::OK,
+        &format!("Run #{id}"),
+        Some(&actor),
+        &html! {
+            h1 { "Run #" (text(&run["id"])) " · " (text(&run["pipeline"])) " " (status_badge(&run["status"])) }
+            dl.facts {
+                dt { "Commit" } dd { code { (text(&run["commit"])) } }
+                dt { "Branch" } dd { (text(&run["branch"])) }
+                dt { "Started" } dd { (text(&run["startedAt"])) }
+                dt { "Finished" } dd { (text(&run["finishedAt"])) }
+                dt { "Jobs" } dd { (text(&run["jobCount"])) " (" (text(&run["cachedCount"])) " from cache, " (text(&run["failedCount"])) " failed)" }
+            }
+            @if !failed.is_empty() {
+                section #failures {
+                    h2 { "Failed" }
+                    ul {
+                        @for j in &failed {
+                            li.failed-job {
+                                a href={ "/console/runs/" (id) "/jobs/" (text(&j["name"])) } { (text(&j["name"])) }
+                                " exited " (text(&j["exitCode"]))
+                                @if !j["reason"].is_null() { " — " (text(&j["reason"])) }
+                            }
+                        }
+                    }
+                }
+            }
+            @for g in &gates {
+                section.gate {
+                    h2 { @if g.is_empty() { "Jobs" } @else { "Gate " (g) } }
+                    table.jobs {
+                        thead { tr { th { "Job" } th { "Status" } th { "Cache" } th { "Duration" } th { "Exit" } th { "Attempts" } th { "Note" } } }
+                        tbody {
+                            @for j in jobs.iter().filter(|j| text(&j["gate"]) == *g) {
+                                tr class={ "job job-" (text(&j["status"])) } data-job=(text(&j["name"])) {
+                                    td { a href={ "/console/runs/" (id) "/jobs/" (text(&j["name"])) } { (text(&j["name"])) } }
+                                    td { (status_badge(&j["status"])) @if j["flaky"] == true { " " span.flaky { "flaky" } } }
+                                    td { (text(&j["cache"])) }
+                                    td.num { (seconds(&j["durationMs"])) }
+                                    td.num { (text(&j["exitCode"])) }
+                                    td.num { (j["attempts"].as_array().map_or(0, Vec::len)) }
+                                    td { (text(&j["reason"])) " " (text(&j["note"])) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            section #artifacts {
+                h2 { "Artifacts" }
+                @let arts: Vec<(&Value, &Value)> = jobs.iter().flat_map(|j| j["artifacts"].as_array().into_iter().flatten().map(move |a| (j, a))).collect();
+                @if arts.is_empty() {
+                    p.empty { "This run produced no artifacts." }
+                } @else {
+                    table {
+                        thead { tr { th { "Job" } th { "Path" } th { "Digest" } th { "Size" } } }
+                        tbody {
+                            @for (j, a) in &arts {
+                                tr { td { (text(&j["name"])) } td { code { (text(&a["path"])) } } td { code.digest { (text(&a["digest"])) } } td.num { (text(&a["size"])) } }
+                            }
+                        }
+                    }
+                    p.note { "Signatures, SBOM and provenance for an artifact: " code { "maestro verify" } " with its digest; the release evidence bundle collects them." }
+                }
+            }
+        },
+    )
+}
+
+async fn job_page(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path((id, job)): Path<(String, String)>,
+) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let vars = json!({"id": id, "job": job, "lines": 400});
+    let data = match run_op(&state, &actor, RUN_LOG, vars).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let j = &data["run"]["job"];
+    if j.is_null() {
+        return not_found(&actor, &format!("Job {job} of run #{id}"));
+    }
+    page(
+        StatusCode::OK,
+        &format!("{job} · run #{id}"),
+        Some(&actor),
+        &html! {
+            h1 { a href={ "/console/runs/" (id) } { "Run #" (id) } " · " (text(&j["name"])) " " (status_badge(&j["status"])) }
+            h2 { "Log (last 400 lines)" }
+            @if j["logTail"].is_null() {
+                p.empty { "This conductor does not hold this run's logs." }
+            } @else {
+                pre.log { (text(&j["logTail"])) }
+            }
+        },
+    )
+}
+
+async fn audit_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let data = match run_op(&state, &actor, AUDIT_ENTRIES, json!({"limit": 100})).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let entries = data["auditEntries"].as_array().cloned().unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Audit",
+        Some(&actor),
+        &html! {
+            h1 { "Audit log" }
+            p.note { "Newest first. Every entry is in a signed Merkle log: " code { "maestro audit verify" } " checks them all, " code { "maestro audit prove N" } " proves one." }
+            @if entries.is_empty() {
+                p.empty { "No entries yet." }
+            } @else {
+                table #audit {
+                    thead { tr { th { "#" } th { "Time" } th { "Actor" } th { "Action" } th { "Target" } th { "Result" } th { "Reason" } } }
+                    tbody {
+                        @for e in &entries {
+                            tr.entry {
+                                td.num { (text(&e["index"])) }
+                                td { (text(&e["time"])) }
+                                td { (text(&e["actor"])) }
+                                td { code { (text(&e["action"])) } }
+                                td { (text(&e["target"])) }
+                                td { (status_badge(&e["result"])) }
+                                td { (text(&e["reason"])) }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+async fn later(state: Arc<AppState>, headers: HeaderMap, title: &str, issue: u32) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    page(
+        StatusCode::OK,
+        title,
+        Some(&actor),
+        &html! {
+            h1 { (title) }
+            p.empty { "Not built yet: arrives with issue " (issue) "." }
+        },
+    )
+}

@@ -1,0 +1,397 @@
+//! The console in a real headless Chromium (Debian's `chromium` and `chromium-driver`,
+//! driven over WebDriver): sign in with a token, open a run, see the failing job and its
+//! log. And over plain HTTP: sessions, refusals and headers.
+//!
+//! Without chromedriver the browser test fails under `CI=true`; elsewhere it says it is
+//! skipped (install `chromium chromium-driver`, as `.ci/run` does).
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Backend, Server};
+use maestro_store::{Batch, JobRow, NewRun, RunStatus};
+use serde_json::{Value, json};
+
+/// A run whose `unit` job failed, with its log on disk.
+fn failing_run(s: &Server) -> i64 {
+    let mut store = s.store();
+    let run = store
+        .begin_run(&NewRun {
+            pipeline: "checkout".into(),
+            commit: Some("9f1c2ab34de5".into()),
+            branch: Some("main".into()),
+            ..NewRun::default()
+        })
+        .expect("run");
+    let logs = std::path::Path::new(&s.location)
+        .parent()
+        .expect("dir")
+        .join(format!("runs/{run}/logs"));
+    std::fs::create_dir_all(&logs).expect("mkdir");
+    let log = logs.join("unit.log");
+    std::fs::write(
+        &log,
+        "running 3 tests\ntest total ... FAILED\nassertion failed: cart.total() == 30 <script>alert(1)</script>\n",
+    )
+    .expect("log");
+    let jobs = vec![
+        JobRow {
+            name: "lint".into(),
+            gate: Some("fast".into()),
+            status: "succeeded".into(),
+            cache: "hit".into(),
+            ..JobRow::default()
+        },
+        JobRow {
+            name: "unit".into(),
+            gate: Some("fast".into()),
+            status: "failed".into(),
+            cache: "miss".into(),
+            exit_code: Some(101),
+            duration_ms: 2300,
+            log_path: Some(log.display().to_string()),
+            ..JobRow::default()
+        },
+    ];
+    store
+        .record(
+            run,
+            &Batch {
+                jobs,
+                ..Batch::default()
+            },
+        )
+        .expect("record");
+    store
+        .finish_run(run, RunStatus::Failed, maestro_server::now_ms())
+        .expect("finish");
+    run
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into()
+}
+
+#[test]
+fn pages_need_a_session_and_carry_hardened_headers() {
+    let s = Server::start(&Backend::Sqlite, None);
+    let run = failing_run(&s);
+    let (viewer, _) = s.token(&["viewer"], &["*"]);
+    let a = agent();
+    for p in [
+        format!("/console/runs/{run}"),
+        "/console/runs".to_owned(),
+        "/console/audit".to_owned(),
+        "/console/releases".to_owned(),
+    ] {
+        let resp = a.get(format!("{}{p}", s.base)).call().expect("request");
+        assert_eq!(resp.status().as_u16(), 303, "{p} without a session");
+        assert_eq!(
+            resp.headers().get("location").and_then(|v| v.to_str().ok()),
+            Some("/console/login")
+        );
+    }
+    let mut resp = a
+        .post(format!("{}/console/login", s.base))
+        .send_form([("token", "mst_wrong")])
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 401);
+    let body = resp.body_mut().read_to_string().expect("body");
+    assert!(body.contains("not known to this conductor"), "{body}");
+
+    let resp = a
+        .post(format!("{}/console/login", s.base))
+        .send_form([("token", viewer.as_str())])
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"),
+        "{cookie}"
+    );
+    let session = cookie.split(';').next().expect("pair").to_owned();
+    let mut resp = a
+        .get(format!("{}/console/runs/{run}/jobs/unit", s.base))
+        .header("Cookie", &session)
+        .call()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    let csp = resp
+        .headers()
+        .get("content-security-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    let body = resp.body_mut().read_to_string().expect("body");
+    assert!(
+        body.contains("&lt;script&gt;alert(1)&lt;/script&gt;") && !body.contains("<script>"),
+        "a log line is escaped, never markup"
+    );
+    let resp = a
+        .get(format!("{}/console/runs/424242", s.base))
+        .header("Cookie", &session)
+        .call()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+
+    // Another tenant's admin sees neither the run nor the log.
+    let (outsider, _) = s.token_in("globex", &["admin"], &["*"], 60_000);
+    let resp = a
+        .get(format!("{}/console/runs/{run}/jobs/unit", s.base))
+        .header("Cookie", format!("maestro_session={outsider}"))
+        .call()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 404);
+    // An actor without a role is refused the list.
+    let (nobody, _) = s.token(&[], &["*"]);
+    let resp = a
+        .get(format!("{}/console/runs", s.base))
+        .header("Cookie", format!("maestro_session={nobody}"))
+        .call()
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 403);
+}
+
+/// chromedriver on a free port, killed when dropped.
+struct Driver {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn find(name: &str, candidates: &[&str]) -> Option<String> {
+    candidates
+        .iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .map(|p| (*p).to_owned())
+        .or_else(|| {
+            let out = Command::new("sh")
+                .args(["-c", &format!("command -v {name}")])
+                .output()
+                .ok()?;
+            let p = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            (!p.is_empty()).then_some(p)
+        })
+}
+
+fn start_driver() -> Option<(Driver, String)> {
+    let driver = find("chromedriver", &["/usr/bin/chromedriver"])?;
+    let browser = find("chromium", &["/usr/bin/chromium"])?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let child = Command::new(driver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let d = Driver {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut r) = agent().get(format!("{}/status", d.base)).call()
+            && r.body_mut()
+                .read_json::<Value>()
+                .is_ok_and(|v| v["value"]["ready"] == true)
+        {
+            return Some((d, browser));
+        }
+        assert!(
+            Instant::now() < deadline,
+            "chromedriver did not become ready"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A WebDriver session.
+struct Browser<'a> {
+    driver: &'a Driver,
+    session: String,
+}
+
+impl Browser<'_> {
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.driver.base, self.session);
+        let a = agent();
+        let mut resp = match (method, body) {
+            ("GET", _) => a.get(&url).call(),
+            ("DELETE", _) => a.delete(&url).call(),
+            (_, b) => a.post(&url).send_json(b.unwrap_or_else(|| json!({}))),
+        }
+        .expect("webdriver answers");
+        let v: Value = resp.body_mut().read_json().expect("json");
+        assert!(
+            v["value"]["error"].is_null(),
+            "{method} {path}: {}",
+            v["value"]
+        );
+        v["value"].clone()
+    }
+
+    fn go(&self, url: &str) {
+        self.call("POST", "/url", Some(json!({"url": url})));
+    }
+
+    fn url(&self) -> String {
+        self.call("GET", "/url", None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn element(&self, css: &str) -> String {
+        let v = self.call(
+            "POST",
+            "/element",
+            Some(json!({"using": "css selector", "value": css})),
+        );
+        v.as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .expect("an element id")
+            .to_owned()
+    }
+
+    fn text(&self, css: &str) -> String {
+        let id = self.element(css);
+        self.call("GET", &format!("/element/{id}/text"), None)
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.call("POST", &format!("/element/{id}/click"), None);
+    }
+
+    fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
+        self.call(
+            "POST",
+            &format!("/element/{id}/value"),
+            Some(json!({"text": text})),
+        );
+    }
+}
+
+impl Drop for Browser<'_> {
+    fn drop(&mut self) {
+        let _ = agent()
+            .delete(format!("{}/session/{}", self.driver.base, self.session))
+            .call();
+    }
+}
+
+#[test]
+fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
+    let Some((driver, chromium)) = start_driver() else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs chromium and chromium-driver (Debian packages) for the console test"
+        );
+        eprintln!("SKIPPED: no chromedriver/chromium; apt-get install chromium chromium-driver");
+        return;
+    };
+    let s = Server::start(&Backend::Sqlite, None);
+    let run = failing_run(&s);
+    let (viewer, _) = s.token(&["viewer"], &["*"]);
+    let profile = tempfile::tempdir().expect("tempdir");
+    let caps = json!({"capabilities": {"alwaysMatch": {
+        "browserName": "chrome",
+        "goog:chromeOptions": {
+            "binary": chromium,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     format!("--user-data-dir={}", profile.path().display())]
+        }
+    }}});
+    let mut resp = agent()
+        .post(format!("{}/session", driver.base))
+        .send_json(&caps)
+        .expect("new session");
+    let v: Value = resp.body_mut().read_json().expect("json");
+    let session = v["value"]["sessionId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no session: {v}"))
+        .to_owned();
+    let b = Browser {
+        driver: &driver,
+        session,
+    };
+
+    b.go(&format!("{}/console/runs/{run}", s.base));
+    assert!(b.url().ends_with("/console/login"), "{}", b.url());
+    b.type_into("#token", "mst_not-a-token");
+    b.click("form.login button");
+    assert!(
+        b.text("#login-error")
+            .contains("not known to this conductor")
+    );
+    b.type_into("#token", &viewer);
+    b.click("form.login button");
+    assert!(b.url().ends_with("/console/runs"), "{}", b.url());
+    assert_eq!(b.text("#actor"), "user:viewer · default");
+    let row = b.text("#runs tbody tr");
+    assert!(row.contains("checkout") && row.contains("failed"), "{row}");
+
+    b.click(&format!("a[href='/console/runs/{run}']"));
+    assert!(
+        b.url().ends_with(&format!("/console/runs/{run}")),
+        "{}",
+        b.url()
+    );
+    let failed = b.text("#failures li.failed-job");
+    assert!(
+        failed.contains("unit") && failed.contains("exited 101"),
+        "{failed}"
+    );
+    let row = b.text("tr.job-failed");
+    assert!(row.contains("unit") && row.contains("failed"), "{row}");
+    assert!(b.text("tr.job-succeeded").contains("lint"));
+
+    b.click("#failures li.failed-job a");
+    let log = b.text("pre.log");
+    assert!(
+        log.contains("assertion failed: cart.total() == 30"),
+        "{log}"
+    );
+    assert!(
+        log.contains("<script>alert(1)</script>"),
+        "shown as text: {log}"
+    );
+
+    b.click("form.who button");
+    assert!(b.url().ends_with("/console/login"), "{}", b.url());
+    b.go(&format!("{}/console/runs", s.base));
+    assert!(
+        b.url().ends_with("/console/login"),
+        "signed out: {}",
+        b.url()
+    );
+}
