@@ -73,6 +73,17 @@ impl AppState {
             Some(dir) => authz::Policy::load(dir)?,
             None => authz::Policy::builtin()?,
         };
+        Self::with_policy(config, policy)
+    }
+
+    /// As [`AppState::open`], with this policy instead of the configured one.
+    ///
+    /// # Errors
+    /// When the store cannot be opened.
+    pub fn with_policy(
+        config: &Config,
+        policy: authz::Policy,
+    ) -> Result<Arc<AppState>, ServerError> {
         let pool = pool::StorePool::open(&config.database, config.max_connections)?;
         let logs = (!maestro_store::is_postgres(&config.database))
             .then(|| {

@@ -1,0 +1,290 @@
+//! The conductor under load (`bench/conductor`): wrk on loopback against a REST listing
+//! (`GET /api/v1/runs?limit=20`) and a persisted GraphQL query (`RunList`, by id over
+//! GET), authenticated with a viewer token, on SQLite and on PostgreSQL, with the Rego
+//! policy deciding (ABAC on) and with authorization bypassed (a `bench`-feature-only
+//! policy) in the same run; the ratio is what authorization costs.
+//!
+//! `--duration S` (default 10), `--connections N` (default 500), `--no-pg`.
+
+#![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
+
+use std::process::Command;
+use std::sync::Arc;
+
+use maestro_server::auth::issue;
+use maestro_server::authz::Policy;
+use maestro_server::{AppState, Settings, persisted};
+use maestro_store::pg::Throwaway;
+use maestro_store::{Batch, JobRow, NewRun, RunStatus, TokenRow};
+
+struct Args {
+    duration: u32,
+    connections: u32,
+    pg: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        duration: 10,
+        connections: 500,
+        pg: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(x) = it.next() {
+        match x.as_str() {
+            "--duration" => a.duration = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
+            "--connections" => {
+                a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(500);
+            }
+            "--no-pg" => a.pg = false,
+            _ => {}
+        }
+    }
+    a
+}
+
+/// 200 runs of 6 jobs each, and a viewer token; the token's secret.
+fn populate(location: &str) -> String {
+    let mut store = maestro_store::open(location).expect("open the store");
+    for i in 0..200 {
+        let run = store
+            .begin_run(&NewRun {
+                pipeline: "checkout".into(),
+                commit: Some(format!("{i:040x}")),
+                branch: Some("main".into()),
+                started_at_ms: maestro_server::now_ms(),
+                ..NewRun::default()
+            })
+            .expect("run");
+        let jobs = (0..6)
+            .map(|j| JobRow {
+                name: format!("job-{j}"),
+                gate: Some("fast".into()),
+                status: "succeeded".into(),
+                cache: if j % 2 == 0 { "hit" } else { "miss" }.into(),
+                duration_ms: 1200,
+                ..JobRow::default()
+            })
+            .collect();
+        store
+            .record(
+                run,
+                &Batch {
+                    jobs,
+                    ..Batch::default()
+                },
+            )
+            .expect("record");
+        store
+            .finish_run(run, RunStatus::Succeeded, maestro_server::now_ms())
+            .expect("finish");
+    }
+    let (secret, row) = issue(
+        &TokenRow {
+            name: "bench".into(),
+            actor: "user:bench".into(),
+            roles: vec!["viewer".into()],
+            teams: vec!["payments".into()],
+            tenant: "default".into(),
+            scopes: vec!["*".into()],
+            ..TokenRow::default()
+        },
+        3_600_000,
+        maestro_server::now_ms(),
+    )
+    .expect("issue");
+    store.token_create(&row).expect("token");
+    secret
+}
+
+struct Running {
+    addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start(location: &str, policy: Policy) -> Running {
+    let config = Settings {
+        listen: Some("127.0.0.1:0".into()),
+        database: Some(location.to_owned()),
+        max_connections: Some(16),
+        ..Settings::default()
+    }
+    .validate("unused")
+    .expect("settings");
+    let state: Arc<AppState> = AppState::with_policy(&config, policy).expect("state");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let l = maestro_server::bind(&config).await.expect("bind");
+            tx.send(l.local_addr().expect("addr")).expect("send");
+            let _ = maestro_server::serve(state, l, async {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+    });
+    Running {
+        addr: rx.recv().expect("started"),
+        stop: Some(stop),
+        thread: Some(thread),
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Load {
+    rps: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    errors: u64,
+}
+
+fn ms(v: &str) -> f64 {
+    let v = v.trim();
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 0.001)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix('s') {
+        (n, 1000.0)
+    } else {
+        (v, 1.0)
+    };
+    num.parse::<f64>().unwrap_or(f64::NAN) * scale
+}
+
+fn wrk(url: &str, token: &str, a: &Args) -> Load {
+    let out = Command::new("wrk")
+        .args([
+            "-t2",
+            &format!("-c{}", a.connections),
+            &format!("-d{}s", a.duration),
+            "--latency",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+            url,
+        ])
+        .output()
+        .expect("wrk runs (apt-get install wrk)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut l = Load::default();
+    for line in text.lines() {
+        let t = line.trim();
+        if let Some(v) = t.strip_prefix("Requests/sec:") {
+            l.rps = v.trim().parse().unwrap_or(0.0);
+        } else if let Some(v) = t.strip_prefix("50%") {
+            l.p50_ms = ms(v);
+        } else if let Some(v) = t.strip_prefix("99%") {
+            l.p99_ms = ms(v);
+        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
+            l.errors += v.trim().parse::<u64>().unwrap_or(0);
+        } else if t.starts_with("Socket errors:") {
+            l.errors += t
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|n| n.parse::<u64>().ok())
+                .sum::<u64>();
+        }
+    }
+    l
+}
+
+fn main() {
+    let a = args();
+    if Command::new("wrk").arg("--version").output().is_err() {
+        println!("wrk is not installed: apt-get install wrk");
+        std::process::exit(2);
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = dir.path().join("store.db").display().to_string();
+    let mut backends: Vec<(&str, String, Option<Throwaway>)> = vec![("SQLite", sqlite, None)];
+    if a.pg {
+        let db = Throwaway::new("bench_conductor");
+        backends.push(("PostgreSQL", db.url.clone(), Some(db)));
+    }
+    let run_list = persisted::by_name("RunList").expect("RunList").id;
+    let endpoints = [
+        (
+            "REST GET /api/v1/runs?limit=20",
+            "/api/v1/runs?limit=20".to_owned(),
+        ),
+        (
+            "GraphQL RunList (persisted, GET)",
+            format!("/graphql?id={run_list}&variables=%7B%22limit%22%3A20%7D"),
+        ),
+    ];
+    println!(
+        "conductor under wrk: -t2 -c{} -d{}s, viewer token, 200 runs in the store, 2 server threads",
+        a.connections, a.duration
+    );
+    println!(
+        "{:<11} {:<34} {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6}",
+        "store",
+        "endpoint",
+        "ABAC req/s",
+        "p50 ms",
+        "p99 ms",
+        "off req/s",
+        "p50 ms",
+        "p99 ms",
+        "cost"
+    );
+    for (name, location, _guard) in &backends {
+        let token = populate(location);
+        for (label, path) in &endpoints {
+            let mut results = [Load::default(); 2];
+            for (i, bypass) in [false, true].into_iter().enumerate() {
+                let policy = if bypass {
+                    Policy::bypass_for_benchmark()
+                } else {
+                    Policy::builtin()
+                }
+                .expect("policy");
+                let server = start(location, policy);
+                let url = format!("http://{}{path}", server.addr);
+                // Warm up the connection pool and caches.
+                let warm = Args {
+                    duration: 1,
+                    connections: 50,
+                    pg: a.pg,
+                };
+                let _ = wrk(&url, &token, &warm);
+                results[i] = wrk(&url, &token, &a);
+                drop(server);
+            }
+            let [on, off] = results;
+            let cost = if off.rps > 0.0 {
+                (1.0 - on.rps / off.rps) * 100.0
+            } else {
+                f64::NAN
+            };
+            println!(
+                "{name:<11} {label:<34} {:>10.0} {:>8.2} {:>8.2} | {:>10.0} {:>8.2} {:>8.2} | {cost:>5.1}%",
+                on.rps, on.p50_ms, on.p99_ms, off.rps, off.p50_ms, off.p99_ms
+            );
+            if on.errors + off.errors > 0 {
+                println!(
+                    "            ({} failed requests with ABAC, {} without)",
+                    on.errors, off.errors
+                );
+            }
+        }
+    }
+    println!("cost = 1 - ABAC req/s ÷ bypassed req/s (target < 10%); p99 target < 20 ms");
+}
