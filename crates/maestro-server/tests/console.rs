@@ -258,6 +258,23 @@ impl Browser<'_> {
         self.call("POST", "/url", Some(json!({"url": url})));
     }
 
+    /// Waits for the page at a URL ending in `suffix`: a click or a form post returns
+    /// before the navigation it starts has finished.
+    fn arrive(&self, suffix: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = self.url();
+            if url.ends_with(suffix) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "expected a page at …{suffix}, still at {url}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn url(&self) -> String {
         self.call("GET", "/url", None)
             .as_str()
@@ -325,6 +342,7 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
     let profile = tempfile::tempdir().expect("tempdir");
     let caps = json!({"capabilities": {"alwaysMatch": {
         "browserName": "chrome",
+        "timeouts": {"implicit": 5000},
         "goog:chromeOptions": {
             "binary": chromium,
             "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -346,7 +364,7 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
     };
 
     b.go(&format!("{}/console/runs/{run}", s.base));
-    assert!(b.url().ends_with("/console/login"), "{}", b.url());
+    b.arrive("/console/login");
     b.type_into("#token", "mst_not-a-token");
     b.click("form.login button");
     assert!(
@@ -355,17 +373,13 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
     );
     b.type_into("#token", &viewer);
     b.click("form.login button");
-    assert!(b.url().ends_with("/console/runs"), "{}", b.url());
+    b.arrive("/console/runs");
     assert_eq!(b.text("#actor"), "user:viewer · default");
     let row = b.text("#runs tbody tr");
     assert!(row.contains("checkout") && row.contains("failed"), "{row}");
 
     b.click(&format!("a[href='/console/runs/{run}']"));
-    assert!(
-        b.url().ends_with(&format!("/console/runs/{run}")),
-        "{}",
-        b.url()
-    );
+    b.arrive(&format!("/console/runs/{run}"));
     let failed = b.text("#failures li.failed-job");
     assert!(
         failed.contains("unit") && failed.contains("exited 101"),
@@ -387,11 +401,7 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
     );
 
     b.click("form.who button");
-    assert!(b.url().ends_with("/console/login"), "{}", b.url());
+    b.arrive("/console/login");
     b.go(&format!("{}/console/runs", s.base));
-    assert!(
-        b.url().ends_with("/console/login"),
-        "signed out: {}",
-        b.url()
-    );
+    b.arrive("/console/login");
 }
