@@ -31,6 +31,8 @@ impl SqliteStore {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Every statement is prepared once per connection (`prepare_cached`); room for all.
+        conn.set_prepared_statement_cache_capacity(64);
         Self::migrate(conn, &path.display().to_string())
     }
 
@@ -370,7 +372,7 @@ impl Store for SqliteStore {
     fn mark_interrupted(&mut self, now_ms: i64) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction()?;
         let ids: Vec<i64> = tx
-            .prepare("SELECT id FROM runs WHERE status = 'running' ORDER BY id")?
+            .prepare_cached("SELECT id FROM runs WHERE status = 'running' ORDER BY id")?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute(
@@ -385,7 +387,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {RUN_COLS} FROM runs r ORDER BY r.id DESC LIMIT ?1");
         let rows = self
             .conn
-            .prepare(&sql)?
+            .prepare_cached(&sql)?
             .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], run_row)?
             .collect::<Result<_, _>>()?;
         Ok(rows)
@@ -395,7 +397,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {RUN_COLS}, r.root, r.args FROM runs r WHERE r.id = ?1");
         let (run, root, args) = self
             .conn
-            .prepare(&sql)?
+            .prepare_cached(&sql)?
             .query_row(params![run_id], |r| {
                 Ok((run_row(r)?, r.get(10)?, r.get(11)?))
             })
@@ -492,7 +494,7 @@ impl Store for SqliteStore {
         let mut out = HashSet::new();
         let mut stmt = self
             .conn
-            .prepare("SELECT outputs, log_digest FROM cache_entries")?;
+            .prepare_cached("SELECT outputs, log_digest FROM cache_entries")?;
         let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
         for row in rows {
             let (outputs, log) = row?;
@@ -538,7 +540,7 @@ impl Store for SqliteStore {
     }
 
     fn repro_for_run(&mut self, run_id: i64) -> Result<Vec<ReproRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, run_id, job, commit_sha, reproducible, report, created_at
              FROM repro_checks WHERE run_id = ?1 ORDER BY id",
         )?;
@@ -559,7 +561,7 @@ impl Store for SqliteStore {
     fn waiver_record(&mut self, rows: &[WaiverUseRow]) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
-            let mut stmt = tx.prepare(
+            let mut stmt = tx.prepare_cached(
                 "INSERT INTO waiver_uses (run_id, job, gate, rule, subject, source, waiver_index,
                      reason, approver, expires, expired, created_at)
                  VALUES ((SELECT id FROM runs WHERE id = ?1), ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10,
@@ -587,7 +589,7 @@ impl Store for SqliteStore {
     }
 
     fn waiver_uses(&mut self, limit: usize) -> Result<Vec<WaiverUseRow>, StoreError> {
-        let mut stmt = self.conn.prepare(
+        let mut stmt = self.conn.prepare_cached(
             "SELECT id, run_id, job, gate, rule, subject, source, waiver_index, reason, approver,
                     expires, expired, created_at
              FROM waiver_uses ORDER BY id DESC LIMIT ?1",
@@ -662,7 +664,7 @@ impl Store for SqliteStore {
         let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens ORDER BY created_at DESC, id");
         let rows: Vec<TokenTexts> = self
             .conn
-            .prepare(&sql)?
+            .prepare_cached(&sql)?
             .query_map([], token_texts)?
             .collect::<Result<_, _>>()?;
         rows.into_iter().map(token_row).collect()
