@@ -4,7 +4,15 @@
 //! policy deciding (ABAC on) and with authorization bypassed (a `bench`-feature-only
 //! policy) in the same run; the ratio is what authorization costs.
 //!
-//! `--duration S` (default 10), `--connections N` (default 500), `--no-pg`.
+//! The saturating wrk runs alternate ABAC on and off for `--rounds` rounds and report
+//! the median, so a noisy neighbour on the two cores cannot decide the ratio. A second,
+//! paced load (wrk with a pacing script, `--rate` requests/s spread over the same
+//! connections) reports the latency a client sees when the conductor is not saturated: a
+//! closed-loop tool at 500 connections measures only its own queue (p50 ≈ connections ÷
+//! throughput).
+//!
+//! `--duration S` (default 10), `--connections N` (default 500), `--rounds N` (default 3),
+//! `--rate R` (default 1000), `--no-pg`.
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
@@ -20,6 +28,8 @@ use maestro_store::{Batch, JobRow, NewRun, RunStatus, TokenRow};
 struct Args {
     duration: u32,
     connections: u32,
+    rounds: usize,
+    rate: u32,
     pg: bool,
 }
 
@@ -27,6 +37,8 @@ fn args() -> Args {
     let mut a = Args {
         duration: 10,
         connections: 500,
+        rounds: 3,
+        rate: 1000,
         pg: true,
     };
     let mut it = std::env::args().skip(1);
@@ -35,6 +47,14 @@ fn args() -> Args {
             "--duration" => a.duration = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
             "--connections" => {
                 a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(500);
+            }
+            "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
+            "--rate" => {
+                a.rate = it
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1000)
+                    .max(1)
             }
             "--no-pg" => a.pg = false,
             _ => {}
@@ -171,6 +191,10 @@ fn ms(v: &str) -> f64 {
 }
 
 fn wrk(url: &str, token: &str, a: &Args) -> Load {
+    wrk_with(token, a, &[url.to_owned()])
+}
+
+fn wrk_with(token: &str, a: &Args, tail: &[String]) -> Load {
     let out = Command::new("wrk")
         .args([
             "-t2",
@@ -179,8 +203,8 @@ fn wrk(url: &str, token: &str, a: &Args) -> Load {
             "--latency",
             "-H",
             &format!("Authorization: Bearer {token}"),
-            url,
         ])
+        .args(tail)
         .output()
         .expect("wrk runs (apt-get install wrk)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -205,8 +229,82 @@ fn wrk(url: &str, token: &str, a: &Args) -> Load {
     l
 }
 
+/// wrk paces each connection with this script: exponentially distributed gaps with a mean
+/// of `connections ÷ rate`, drawn independently per connection, so the offered load is
+/// `rate` requests/s without the synchronized bursts of a fixed per-worker ticker.
+const PACED_LUA: &str = r#"
+local n = 0
+function setup(thread)
+  n = n + 1
+  thread:set("seed", n)
+end
+function init(args)
+  math.randomseed(seed * 7919)
+  mean_ms = tonumber(args[1])
+end
+function delay()
+  return math.floor(-math.log(1 - math.random()) * mean_ms)
+end
+"#;
+
+/// A paced load: `rate` requests/s in all over `a.connections` connections.
+fn paced(url: &str, token: &str, a: &Args, script: &std::path::Path) -> Load {
+    let mean_ms = f64::from(a.connections) * 1000.0 / f64::from(a.rate);
+    wrk_with(
+        token,
+        a,
+        &[
+            "-s".to_owned(),
+            script.display().to_string(),
+            url.to_owned(),
+            "--".to_owned(),
+            format!("{mean_ms:.3}"),
+        ],
+    )
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The median of each figure over rounds.
+fn middle(loads: &[Load]) -> Load {
+    Load {
+        rps: median(loads.iter().map(|l| l.rps).collect()),
+        p50_ms: median(loads.iter().map(|l| l.p50_ms).collect()),
+        p99_ms: median(loads.iter().map(|l| l.p99_ms).collect()),
+        errors: loads.iter().map(|l| l.errors).sum(),
+    }
+}
+
+/// One line of the table; `saturated` rows get the cost column (a paced row's req/s is
+/// the offered load, not a capacity).
+fn row(name: &str, label: &str, on: Load, off: Load, saturated: bool) {
+    let cost = if !saturated {
+        "paced".to_owned()
+    } else if off.rps > 0.0 {
+        format!("{:.1}%", (1.0 - on.rps / off.rps) * 100.0)
+    } else {
+        "n/a".to_owned()
+    };
+    println!(
+        "{name:<11} {label:<40} {:>10.0} {:>8.2} {:>8.2} | {:>10.0} {:>8.2} {:>8.2} | {cost:>6}",
+        on.rps, on.p50_ms, on.p99_ms, off.rps, off.p50_ms, off.p99_ms
+    );
+    if on.errors + off.errors > 0 {
+        println!(
+            "            ({} failed requests with ABAC, {} without)",
+            on.errors, off.errors
+        );
+    }
+}
+
 fn main() {
     let a = args();
+    let script_dir = tempfile::tempdir().expect("tempdir");
+    let script = script_dir.path().join("paced.lua");
+    std::fs::write(&script, PACED_LUA).expect("write the pacing script");
     if Command::new("wrk").arg("--version").output().is_err() {
         println!("wrk is not installed: apt-get install wrk");
         std::process::exit(2);
@@ -221,22 +319,25 @@ fn main() {
     let run_list = persisted::by_name("RunList").expect("RunList").id;
     let endpoints = [
         (
-            "REST GET /api/v1/runs?limit=20",
+            "REST /api/v1/runs?limit=20",
             "/api/v1/runs?limit=20".to_owned(),
         ),
         (
-            "GraphQL RunList (persisted, GET)",
+            "GraphQL RunList (persisted)",
             format!("/graphql?id={run_list}&variables=%7B%22limit%22%3A20%7D"),
         ),
     ];
     println!(
-        "conductor under wrk: -t2 -c{} -d{}s, viewer token, 200 runs in the store, 2 server threads",
-        a.connections, a.duration
+        "conductor: wrk -t2 -c{c} -d{d}s saturating (median of {r} alternating rounds) and paced at {rate} req/s, viewer token, 200 runs in the store, 2 server threads",
+        c = a.connections,
+        d = a.duration,
+        r = a.rounds,
+        rate = a.rate,
     );
     println!(
-        "{:<11} {:<34} {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6}",
+        "{:<11} {:<40} {:>10} {:>8} {:>8} | {:>10} {:>8} {:>8} | {:>6}",
         "store",
-        "endpoint",
+        "endpoint (load)",
         "ABAC req/s",
         "p50 ms",
         "p99 ms",
@@ -248,43 +349,41 @@ fn main() {
     for (name, location, _guard) in &backends {
         let token = populate(location);
         for (label, path) in &endpoints {
-            let mut results = [Load::default(); 2];
-            for (i, bypass) in [false, true].into_iter().enumerate() {
-                let policy = if bypass {
-                    Policy::bypass_for_benchmark()
-                } else {
-                    Policy::builtin()
-                }
-                .expect("policy");
-                let server = start(location, policy);
-                let url = format!("http://{}{path}", server.addr);
-                // Warm up the connection pool and caches.
-                let warm = Args {
-                    duration: 1,
-                    connections: 50,
-                    pg: a.pg,
-                };
-                let _ = wrk(&url, &token, &warm);
-                results[i] = wrk(&url, &token, &a);
-                drop(server);
-            }
-            let [on, off] = results;
-            let cost = if off.rps > 0.0 {
-                (1.0 - on.rps / off.rps) * 100.0
-            } else {
-                f64::NAN
+            let on_server = start(location, Policy::builtin().expect("policy"));
+            let off_server = start(location, Policy::bypass_for_benchmark().expect("policy"));
+            let urls = [
+                format!("http://{}{path}", on_server.addr),
+                format!("http://{}{path}", off_server.addr),
+            ];
+            // Warm up the connection pools, statement caches and per-thread engines.
+            let warm = Args {
+                duration: 1,
+                connections: 50,
+                ..a
             };
-            println!(
-                "{name:<11} {label:<34} {:>10.0} {:>8.2} {:>8.2} | {:>10.0} {:>8.2} {:>8.2} | {cost:>5.1}%",
-                on.rps, on.p50_ms, on.p99_ms, off.rps, off.p50_ms, off.p99_ms
-            );
-            if on.errors + off.errors > 0 {
-                println!(
-                    "            ({} failed requests with ABAC, {} without)",
-                    on.errors, off.errors
-                );
+            for url in &urls {
+                let _ = wrk(url, &token, &warm);
             }
+            let mut rounds: [Vec<Load>; 2] = [Vec::new(), Vec::new()];
+            for _ in 0..a.rounds {
+                for (i, url) in urls.iter().enumerate() {
+                    rounds[i].push(wrk(url, &token, &a));
+                }
+            }
+            row(
+                name,
+                &format!("{label} wrk"),
+                middle(&rounds[0]),
+                middle(&rounds[1]),
+                true,
+            );
+            let on = paced(&urls[0], &token, &a, &script);
+            let off = paced(&urls[1], &token, &a, &script);
+            row(name, &format!("{label} @{}/s", a.rate), on, off, false);
         }
     }
-    println!("cost = 1 - ABAC req/s ÷ bypassed req/s (target < 10%); p99 target < 20 ms");
+    println!(
+        "cost = 1 - ABAC req/s ÷ bypassed req/s (target < 10%); p99 target < 20 ms at {} connections",
+        a.connections
+    );
 }

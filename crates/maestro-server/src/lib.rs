@@ -15,6 +15,7 @@ pub mod coverage;
 pub mod graphql;
 pub mod log;
 pub mod matrix;
+mod memo;
 pub mod persisted;
 pub mod pool;
 
