@@ -36,6 +36,7 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         mode: a.mode.clone(),
         policy: a.policy.clone(),
         max_connections: a.max_connections,
+        ..Settings::default()
     };
     let default_db = paths.store();
     let config = file

@@ -351,26 +351,49 @@ pub async fn authenticate(state: &Arc<AppState>, headers: &HeaderMap) -> Result<
                 .map_err(|_| unauthorized(&auth::AuthError::Malformed))
         })
         .transpose()?;
-    let secret = auth::bearer(value).map_err(|e| unauthorized(&e))?;
-    actor_for_secret(state, secret).await
+    let credential = auth::bearer(value).map_err(|e| unauthorized(&e))?;
+    actor_for(state, credential).await
 }
 
 fn unauthorized(e: &auth::AuthError) -> ApiError {
     ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", e.to_string())
 }
 
-/// The actor a token secret stands for.
+/// The actor a credential's secret stands for (an API token or an OIDC JWT).
 ///
 /// # Errors
 /// As [`authenticate`].
 pub async fn actor_for_secret(state: &Arc<AppState>, secret: &str) -> Result<Actor, ApiError> {
-    let hash = auth::hash_secret(secret);
-    let row = state
-        .pool
-        .with(move |s| s.token_by_hash(&hash))
-        .await
-        .map_err(|e| ApiError::store(&e))?;
-    auth::actor_of(row, crate::now_ms()).map_err(|e| unauthorized(&e))
+    let credential = auth::credential(secret).map_err(|e| unauthorized(&e))?;
+    actor_for(state, credential).await
+}
+
+async fn actor_for(
+    state: &Arc<AppState>,
+    credential: auth::Credential<'_>,
+) -> Result<Actor, ApiError> {
+    match credential {
+        auth::Credential::Token(secret) => {
+            let hash = auth::hash_secret(secret);
+            let row = state
+                .pool
+                .with(move |s| s.token_by_hash(&hash))
+                .await
+                .map_err(|e| ApiError::store(&e))?;
+            auth::actor_of(row, crate::now_ms()).map_err(|e| unauthorized(&e))
+        }
+        auth::Credential::Jwt(_) if state.oidc.is_empty() => Err(unauthorized(
+            &auth::AuthError::Jwt("this conductor trusts no OIDC issuer".to_owned()),
+        )),
+        auth::Credential::Jwt(token) => state.oidc.verify(token).await.map_err(|e| {
+            crate::log::event(
+                "warn",
+                "oidc token refused",
+                &[("reason", json!(e.to_string()))],
+            );
+            unauthorized(&e)
+        }),
+    }
 }
 
 async fn healthz() -> impl IntoResponse {

@@ -36,7 +36,7 @@ pub enum AuthError {
         "no credentials: send `Authorization: Bearer <token>` (create one with `maestro token create`)"
     )]
     Missing,
-    #[error("the Authorization header is not `Bearer mst_…`")]
+    #[error("the Authorization header is not `Bearer mst_…` nor `Bearer <JWT>`")]
     Malformed,
     #[error("the token is not known to this conductor")]
     Unknown,
@@ -44,6 +44,17 @@ pub enum AuthError {
     Revoked(String),
     #[error("token {0} expired")]
     Expired(String),
+    #[error("OIDC token refused: {0}")]
+    Jwt(String),
+}
+
+/// What a request presents.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credential<'a> {
+    /// An API token secret (`mst_…`).
+    Token(&'a str),
+    /// A JWT from an OIDC issuer.
+    Jwt(&'a str),
 }
 
 /// The stored form of a secret.
@@ -82,18 +93,42 @@ pub fn issue(
     Ok((secret, row))
 }
 
-/// The secret of an `Authorization` header value.
+/// The credential of an `Authorization` header value: an API token, or something shaped
+/// like a JWT (three base64url parts, at most [`crate::oidc::MAX_TOKEN`] bytes).
 ///
 /// # Errors
 /// [`AuthError::Missing`] or [`AuthError::Malformed`].
-pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
+pub fn bearer(header: Option<&str>) -> Result<Credential<'_>, AuthError> {
     let h = header.ok_or(AuthError::Missing)?;
     let (scheme, rest) = h.split_once(' ').ok_or(AuthError::Malformed)?;
-    let secret = rest.trim();
-    if !scheme.eq_ignore_ascii_case("bearer") || !secret.starts_with(PREFIX) || secret.len() > 128 {
+    if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(AuthError::Malformed);
     }
-    Ok(secret)
+    credential(rest.trim())
+}
+
+/// What kind of credential `secret` is (a header's or the console's sign-in form's).
+///
+/// # Errors
+/// [`AuthError::Malformed`] for anything else.
+pub fn credential(secret: &str) -> Result<Credential<'_>, AuthError> {
+    if secret.starts_with(PREFIX) && secret.len() <= 128 {
+        return Ok(Credential::Token(secret));
+    }
+    let b64url = |p: &str| {
+        p.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
+    let parts: Vec<&str> = secret.split('.').collect();
+    if secret.len() <= crate::oidc::MAX_TOKEN
+        && parts.len() == 3
+        && !parts[0].is_empty()
+        && !parts[1].is_empty()
+        && parts.iter().all(|p| b64url(p))
+    {
+        return Ok(Credential::Jwt(secret));
+    }
+    Err(AuthError::Malformed)
 }
 
 /// The actor of a stored token, if it is still valid at `now_ms`.
@@ -141,7 +176,16 @@ mod tests {
         assert_eq!(bearer(None), Err(AuthError::Missing));
         assert_eq!(bearer(Some("Basic abc")), Err(AuthError::Malformed));
         assert_eq!(bearer(Some("Bearer abc")), Err(AuthError::Malformed));
-        assert_eq!(bearer(Some("bearer mst_x")), Ok("mst_x"));
+        assert_eq!(bearer(Some("bearer mst_x")), Ok(Credential::Token("mst_x")));
+        assert_eq!(
+            bearer(Some("Bearer eyJh.eyJi.sig-_")),
+            Ok(Credential::Jwt("eyJh.eyJi.sig-_"))
+        );
+        assert_eq!(bearer(Some("Bearer a.b")), Err(AuthError::Malformed));
+        assert_eq!(bearer(Some("Bearer a.b.c d")), Err(AuthError::Malformed));
+        assert_eq!(bearer(Some("Bearer a.b+.c")), Err(AuthError::Malformed));
+        let long = format!("Bearer a.{}.c", "b".repeat(crate::oidc::MAX_TOKEN));
+        assert_eq!(bearer(Some(&long)), Err(AuthError::Malformed));
     }
 
     #[test]

@@ -44,6 +44,8 @@ struct File {
     mode: Option<String>,
     policy: Option<PathBuf>,
     max_connections: Option<usize>,
+    #[serde(default)]
+    oidc: Vec<crate::oidc::IssuerSettings>,
 }
 
 /// A validated configuration.
@@ -59,6 +61,8 @@ pub struct Config {
     pub policy: Option<PathBuf>,
     /// Store connections kept at most (bounds PostgreSQL connections per replica).
     pub max_connections: usize,
+    /// Trusted OIDC issuers (`[[oidc]]` tables of the file).
+    pub oidc: Vec<crate::oidc::Issuer>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -69,6 +73,10 @@ pub struct Settings {
     pub mode: Option<String>,
     pub policy: Option<PathBuf>,
     pub max_connections: Option<usize>,
+    /// `[[oidc]]` tables: only a file sets them.
+    pub oidc: Vec<crate::oidc::IssuerSettings>,
+    /// The directory a relative `jwks_file` is relative to.
+    pub base: Option<PathBuf>,
 }
 
 impl Settings {
@@ -102,6 +110,8 @@ impl Settings {
                 .policy
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),
             max_connections: f.max_connections,
+            oidc: f.oidc,
+            base: Some(base.to_path_buf()),
         })
     }
 
@@ -114,6 +124,12 @@ impl Settings {
             mode: over.mode.or(self.mode),
             policy: over.policy.or(self.policy),
             max_connections: over.max_connections.or(self.max_connections),
+            oidc: if over.oidc.is_empty() {
+                self.oidc
+            } else {
+                over.oidc
+            },
+            base: over.base.or(self.base),
         }
     }
 
@@ -168,12 +184,28 @@ impl Settings {
                 format!("{max_connections} is out of range: use 1 to 1024"),
             ));
         }
+        let base = self.base.unwrap_or_else(|| PathBuf::from("."));
+        let mut oidc = Vec::new();
+        for (i, o) in self.oidc.into_iter().enumerate() {
+            let issuer = o.validate(i, &base)?;
+            if oidc
+                .iter()
+                .any(|x: &crate::oidc::Issuer| x.issuer == issuer.issuer)
+            {
+                return Err(bad(
+                    &format!("oidc[{i}].issuer"),
+                    format!("`{}` is configured twice", issuer.issuer),
+                ));
+            }
+            oidc.push(issuer);
+        }
         Ok(Config {
             listen,
             database,
             mode,
             policy: self.policy,
             max_connections,
+            oidc,
         })
     }
 }

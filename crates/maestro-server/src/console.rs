@@ -219,7 +219,7 @@ fn login_form(status: StatusCode, error: Option<&str>) -> Response {
         None,
         &html! {
             h1 { "Sign in" }
-            p { "Paste an API token (" code { "maestro token create" } ")." }
+            p { "Paste an API token (" code { "maestro token create" } ") or an OIDC token from an issuer this conductor trusts." }
             @if let Some(e) = error { p.error #login-error { (e) } }
             form.login method="post" action="/console/login" {
                 label for="token" { "API token" }

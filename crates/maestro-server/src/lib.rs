@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod log;
 pub mod matrix;
 mod memo;
+pub mod oidc;
 pub mod persisted;
 pub mod pool;
 
@@ -62,6 +63,8 @@ pub struct AppState {
     /// The directory whose `runs/<id>/logs/` hold the logs of the runs in the store: the
     /// SQLite store's own directory; none for PostgreSQL.
     pub logs: Option<std::path::PathBuf>,
+    /// The OIDC issuers whose JWTs are credentials (none by default).
+    pub oidc: oidc::Oidc,
 }
 
 impl AppState {
@@ -80,7 +83,7 @@ impl AppState {
     /// As [`AppState::open`], with this policy instead of the configured one.
     ///
     /// # Errors
-    /// When the store cannot be opened.
+    /// When the store cannot be opened or an OIDC key file does not load.
     pub fn with_policy(
         config: &Config,
         policy: authz::Policy,
@@ -104,6 +107,7 @@ impl AppState {
             graphql: graphql::schema(config.mode),
             audit: pool::AuditLog::new(&config.database),
             logs,
+            oidc: oidc::Oidc::load(&config.oidc)?,
         }))
     }
 }
@@ -115,6 +119,7 @@ impl std::fmt::Debug for AppState {
             .field("policy", &self.policy)
             .field("mode", &self.mode)
             .field("logs", &self.logs)
+            .field("oidc", &self.oidc)
             .finish_non_exhaustive()
     }
 }

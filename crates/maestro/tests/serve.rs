@@ -154,6 +154,27 @@ fn bad_configuration_is_refused_before_listening_and_names_the_field() {
         text(&out)
     );
 
+    // An OIDC issuer without scopes (deny by default: say what its tokens may do), and
+    // one whose key file is missing.
+    repo.write(
+        "oidc.toml",
+        "listen = \"127.0.0.1:0\"\n[[oidc]]\nissuer = \"https://idp.example\"\naudience = \"maestro\"\njwks_url = \"https://idp.example/jwks\"\ntenant = \"acme\"\n",
+    );
+    let out = repo.run(&["serve", "--config", "oidc.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("oidc[0].scopes"), "{}", text(&out));
+    repo.write(
+        "keys.toml",
+        "listen = \"127.0.0.1:0\"\n[[oidc]]\nissuer = \"https://idp.example\"\naudience = \"maestro\"\njwks_file = \"keys/jwks.json\"\ntenant = \"acme\"\nscopes = [\"runs:read\"]\n",
+    );
+    let out = repo.run(&["serve", "--config", "keys.toml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("oidc[0].jwks_file") && text(&out).contains("keys/jwks.json"),
+        "{}",
+        text(&out)
+    );
+
     let out = repo.run(&[
         "serve",
         "--listen",

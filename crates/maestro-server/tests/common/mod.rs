@@ -41,6 +41,18 @@ impl Server {
         policy: Option<std::path::PathBuf>,
         mode: Option<&str>,
     ) -> Server {
+        Server::configured(
+            backend,
+            Settings {
+                policy,
+                mode: mode.map(str::to_owned),
+                ..Settings::default()
+            },
+        )
+    }
+
+    /// A server with these settings, on its own listener and store.
+    pub fn configured(backend: &Backend, settings: Settings) -> Server {
         let (location, guard): (String, Box<dyn std::any::Any>) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
@@ -57,9 +69,7 @@ impl Server {
         let config = Settings {
             listen: Some("127.0.0.1:0".into()),
             database: Some(location.clone()),
-            policy,
-            mode: mode.map(str::to_owned),
-            ..Settings::default()
+            ..settings
         }
         .validate("unused")
         .expect("valid settings");
