@@ -192,6 +192,7 @@ fn build(
         host_env: scrubbed_env(tz),
         fixed_env: vec![("SOURCE_DATE_EPOCH".into(), origin.epoch.to_string())],
         trace_id: None,
+        trace: None,
         // A rebuild in a scratch directory publishes and deploys nothing.
         privileged: None,
     };

@@ -98,6 +98,22 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         },
         other => Failure::env(other, "check that the home directory is writable"),
     })?;
+    // Spans: continue the caller's trace, export when OTEL_EXPORTER_OTLP_* says where.
+    // A wrong OTEL_* variable is a warning, as OpenTelemetry's SDKs treat it: telemetry
+    // never fails a build.
+    let exporter = maestro_telemetry::otlp::Exporter::from_env(
+        |k| std::env::var(k).ok(),
+        &format!("maestro {}", pipeline.name),
+    )
+    .unwrap_or_else(|e| {
+        eprintln!("warning: spans will not be exported: {e}");
+        None
+    });
+    let (mut tracer, warning) =
+        crate::trace::Tracer::new(std::env::var("TRACEPARENT").ok().as_deref());
+    if let Some(w) = warning {
+        eprintln!("warning: {w}");
+    }
     let mut store = crate::open_store(&paths)?;
     // Absolute, so recorded log paths work from any directory.
     let home = std::fs::canonicalize(&paths.home).unwrap_or_else(|_| paths.home.clone());
@@ -110,7 +126,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         args: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
         host_env: std::env::vars().collect(),
         fixed_env: Vec::new(),
-        trace_id: None,
+        trace_id: Some(tracer.run.trace_id.to_string()),
+        trace: Some(tracer.run),
         privileged: Some(Arc::new(crate::audit::Recorder::new(
             paths.clone(),
             pipeline.root.clone(),
@@ -139,7 +156,8 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
             }
             let _ = tx.send(true);
         });
-        maestro_engine::run(Arc::clone(&pipeline), &mut store, &opts, &mut console, rx).await
+        let mut both = crate::trace::Both(&mut console, &mut tracer);
+        maestro_engine::run(Arc::clone(&pipeline), &mut store, &opts, &mut both, rx).await
     });
     let summary = summary.map_err(|e| {
         Failure::env(
@@ -148,6 +166,13 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         )
     })?;
     console.finish();
+    if let Some(e) = &exporter {
+        let spans = tracer.finish(summary.status.as_str());
+        // A collector that is down must not fail the run: say so and go on.
+        if let Err(err) = e.export(&spans) {
+            eprintln!("warning: spans not exported: {err}");
+        }
+    }
     if output != Output::Json {
         render::print_summary(&summary, &pipeline, color);
     } else {

@@ -24,6 +24,7 @@ mod cmd_sign;
 mod exit;
 mod render;
 mod settings;
+mod trace;
 mod waive;
 
 use std::process::ExitCode;

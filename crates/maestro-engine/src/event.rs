@@ -4,7 +4,7 @@ use maestro_spec::{Gate, Job, Pipeline};
 use maestro_store::JobRow;
 
 /// A progress event.
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub enum Event<'a> {
     /// The run is recorded and about to dispatch.
     Started {

@@ -39,6 +39,9 @@ pub struct Options {
     /// `SOURCE_DATE_EPOCH` this way). Not part of cache keys.
     pub fixed_env: Vec<(String, String)>,
     pub trace_id: Option<String>,
+    /// The run's span: each job process gets `TRACEPARENT` naming its job's span
+    /// ([`job_span`]), a child of this one.
+    pub trace: Option<maestro_telemetry::TraceParent>,
     /// Records publish and deploy jobs in the audit log; `None` runs them unrecorded
     /// (only for tools like `maestro repro`, which never deploy).
     pub privileged: Option<Arc<dyn crate::privileged::Privileged>>,
@@ -420,6 +423,11 @@ impl Dispatcher<'_> {
             env.retain(|(k, _)| !self.opts.fixed_env.iter().any(|(f, _)| f == k));
             env.extend(self.opts.fixed_env.iter().cloned());
         }
+        if let Some(t) = self.opts.trace {
+            env.retain(|(k, _)| k != "TRACEPARENT");
+            let span = job_span(t, &self.job(id).name);
+            env.push(("TRACEPARENT".to_owned(), t.with_span(span).to_string()));
+        }
         tokio::spawn(async move {
             let finished = match task {
                 Task::Restore { key, entry } => {
@@ -571,6 +579,19 @@ enum Task {
 
 /// The environment a job sees: passed-through host variables, its explicit env, and
 /// Maestro's own variables.
+/// The span of job `name` in the run whose span `run` is; its process's `TRACEPARENT`
+/// names it, and the tracer records it under the same id.
+#[must_use]
+pub fn job_span(run: maestro_telemetry::TraceParent, name: &str) -> maestro_telemetry::SpanId {
+    maestro_telemetry::SpanId::derived(run.trace_id, run.span_id, &format!("job:{name}"))
+}
+
+/// The span of gate `name` (the parent of its jobs' spans).
+#[must_use]
+pub fn gate_span(run: maestro_telemetry::TraceParent, name: &str) -> maestro_telemetry::SpanId {
+    maestro_telemetry::SpanId::derived(run.trace_id, run.span_id, &format!("gate:{name}"))
+}
+
 fn job_env(
     job: &Job,
     pass: &[String],
