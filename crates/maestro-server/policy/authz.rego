@@ -20,6 +20,11 @@ readers := {"viewer", "developer", "operator", "admin"}
 
 writers := {"developer", "operator", "admin"}
 
+# Conductor-wide figures (runs, jobs, cache, request latencies): operators and admins.
+operations := {"metrics.read"}
+
+operators := {"operator", "admin"}
+
 same_tenant if input.resource.tenant == input.actor.tenant
 
 allow if {
@@ -33,5 +38,12 @@ allow if {
 	input.action in writes
 	some role in input.actor.roles
 	role in writers
+	same_tenant
+}
+
+allow if {
+	input.action in operations
+	some role in input.actor.roles
+	role in operators
 	same_tenant
 }

@@ -22,7 +22,14 @@ use crate::authz::Resource;
 
 /// An answer the policy allowed. Only [`Authorized`] makes one.
 #[derive(Debug)]
-pub struct Checked(Value);
+pub struct Checked(Body);
+
+#[derive(Debug)]
+enum Body {
+    Json(Value),
+    /// Prometheus/OpenMetrics exposition text.
+    Metrics(String),
+}
 
 /// An error answer: status, a stable code and a message for people.
 #[derive(Debug)]
@@ -76,7 +83,17 @@ impl IntoResponse for ApiError {
 
 impl IntoResponse for Checked {
     fn into_response(self) -> Response {
-        axum::Json(self.0).into_response()
+        match self.0 {
+            Body::Json(v) => axum::Json(v).into_response(),
+            Body::Metrics(text) => (
+                [(
+                    header::CONTENT_TYPE,
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response(),
+        }
     }
 }
 
@@ -111,6 +128,18 @@ impl Authorized {
         checked(value)
     }
 
+    /// Metrics exposition text as the answer when the policy allows the action on
+    /// `resource`; otherwise 404.
+    ///
+    /// # Errors
+    /// [`ApiError`] 404 when denied.
+    pub fn release_metrics(&self, resource: &Resource, text: String) -> Result<Checked, ApiError> {
+        if !self.visible(resource) {
+            return Err(not_found(resource));
+        }
+        Ok(Checked(Body::Metrics(text)))
+    }
+
     /// The items the policy allows, as the answer.
     ///
     /// # Errors
@@ -141,13 +170,15 @@ impl Authorized {
 }
 
 fn checked<T: Serialize>(value: T) -> Result<Checked, ApiError> {
-    serde_json::to_value(value).map(Checked).map_err(|e| {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            format!("encoding failed: {e}"),
-        )
-    })
+    serde_json::to_value(value)
+        .map(|v| Checked(Body::Json(v)))
+        .map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                format!("encoding failed: {e}"),
+            )
+        })
 }
 
 fn not_found(r: &Resource) -> ApiError {
@@ -217,6 +248,14 @@ pub const ENDPOINTS: &[Endpoint] = &[
         kind: "run",
         handler: runs_read,
     },
+    Endpoint {
+        method: "GET",
+        path: "/metrics",
+        action: "metrics.read",
+        scope: "metrics:read",
+        kind: "metrics",
+        handler: metrics_read,
+    },
 ];
 
 /// Unauthenticated routes: liveness and readiness probes, which disclose nothing.
@@ -270,6 +309,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         r = r.route(path, mr);
     }
     r.merge(crate::console::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            crate::metrics::layer,
+        ))
         .fallback(|| async {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
         })
@@ -434,6 +477,20 @@ fn whoami(ctx: Ctx) -> Answer {
             ..Resource::default()
         };
         ctx.auth.release(&me, &ctx.auth.actor)
+    })
+}
+
+fn metrics_read(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let scope = Resource {
+            kind: "metrics",
+            tenant: ctx.auth.actor.tenant.clone(),
+            ..Resource::default()
+        };
+        let text = crate::metrics::render(&ctx.auth.state)
+            .await
+            .map_err(|e| ApiError::store(&e))?;
+        ctx.auth.release_metrics(&scope, text)
     })
 }
 

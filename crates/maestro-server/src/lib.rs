@@ -16,6 +16,7 @@ pub mod graphql;
 pub mod log;
 pub mod matrix;
 mod memo;
+pub mod metrics;
 pub mod oidc;
 pub mod persisted;
 pub mod pool;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub logs: Option<std::path::PathBuf>,
     /// The OIDC issuers whose JWTs are credentials (none by default).
     pub oidc: oidc::Oidc,
+    /// Request metrics for `/metrics`.
+    pub metrics: metrics::Metrics,
 }
 
 impl AppState {
@@ -108,6 +111,7 @@ impl AppState {
             audit: pool::AuditLog::new(&config.database),
             logs,
             oidc: oidc::Oidc::load(&config.oidc)?,
+            metrics: metrics::Metrics::default(),
         }))
     }
 }

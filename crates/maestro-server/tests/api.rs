@@ -15,7 +15,7 @@ every_endpoint_needs_a_token_its_scope_and_the_policy(b) {
     s.store().begin_run(&NewRun { pipeline: "hello".into(), ..NewRun::default() }).expect("run");
     let (nobody, _) = s.token(&[], &["*"]);
     let (unscoped, _) = s.token(&["admin"], &["nothing:here"]);
-    let (viewer, _) = s.token(&["viewer"], &["*"]);
+    let (operator, _) = s.token(&["operator"], &["*"]);
     assert!(ENDPOINTS.len() >= 3);
     for e in ENDPOINTS {
         let path = concrete(e.path);
@@ -29,10 +29,10 @@ every_endpoint_needs_a_token_its_scope_and_the_policy(b) {
         let (status, body, _) = s.get(&path, Some(&nobody));
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{e:?} for an actor without roles: {body}");
         assert!(message(&body).contains(e.action), "{body}");
-        let (status, body, _) = s.get(&path, Some(&viewer));
-        assert_eq!(status, 200, "{e:?} for a viewer: {body}");
+        let (status, body, _) = s.get(&path, Some(&operator));
+        assert_eq!(status, 200, "{e:?} for an operator: {body}");
     }
-    let (status, _, _) = s.get("/api/v1/nothing", Some(&viewer));
+    let (status, _, _) = s.get("/api/v1/nothing", Some(&operator));
     assert_eq!(status, 404);
     for p in maestro_server::api::PUBLIC {
         assert_eq!(s.get(p, None).0, 200, "{p} is a public probe");
@@ -55,6 +55,55 @@ expired_and_revoked_tokens_are_refused(b) {
     let (status, body, _) = s.get("/api/v1/whoami", Some(&live));
     assert_eq!(status, 401, "a revoked token stops working at once");
     assert!(message(&body).contains("revoked"), "{body}");
+}
+
+metrics_count_requests_runs_jobs_and_the_cache_for_operators(b) {
+    let s = Server::start(b, None);
+    let mut store = s.store();
+    let run = store.begin_run(&NewRun { pipeline: "hello".into(), ..NewRun::default() }).expect("run");
+    let job = |name: &str, cache: &str, ms: i64| maestro_store::JobRow {
+        name: name.into(),
+        status: "succeeded".into(),
+        cache: cache.into(),
+        duration_ms: ms,
+        ..maestro_store::JobRow::default()
+    };
+    store
+        .record(run, &Batch { jobs: vec![job("build", "miss", 2_500), job("lint", "hit", 3)], ..Batch::default() })
+        .expect("record");
+    store.finish_run(run, maestro_store::RunStatus::Succeeded, 10).expect("finish");
+    let (viewer, _) = s.token(&["viewer"], &["*"]);
+    let (operator, _) = s.token(&["operator"], &["metrics:read", "session:read"]);
+    let (status, body, _) = s.get("/metrics", Some(&viewer));
+    assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{body}");
+    // A request continuing a trace is answered with the same trace, a new span.
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let (status, headers, _) = s.get_text("/api/v1/whoami", &operator, Some(caller));
+    assert_eq!(status, 200);
+    let answer = headers.get("traceresponse").expect("traceresponse");
+    assert!(answer.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && !answer.contains("00f067aa0ba902b7"), "{answer}");
+    let (status, headers, text) = s.get_text("/metrics", &operator, None);
+    assert_eq!(status, 200, "{text}");
+    assert!(headers["content-type"].starts_with("application/openmetrics-text"), "{headers:?}");
+    for want in [
+        "# TYPE maestro_http_request_duration_seconds histogram",
+        "maestro_http_request_duration_seconds_count{route=\"/api/v1/whoami\",method=\"GET\",status=\"200\"} 1",
+        "maestro_http_request_duration_seconds_count{route=\"/metrics\",method=\"GET\",status=\"403\"} 1",
+        "maestro_runs{status=\"succeeded\"} 1",
+        "maestro_job_duration_seconds_bucket{le=\"1.0\"} 0",
+        "maestro_job_duration_seconds_bucket{le=\"5.0\"} 1",
+        "maestro_job_duration_seconds_sum 2.5",
+        "maestro_job_duration_seconds_count 1",
+        "maestro_cache_hit_ratio 0.5",
+    ] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+    assert!(text.ends_with("# EOF\n"), "{text}");
+    // Route patterns, never raw paths: an id does not become a label value.
+    let _ = s.get_text(&format!("/api/v1/runs/{run}"), &operator, None);
+    let (_, _, text) = s.get_text("/metrics", &operator, None);
+    assert!(text.contains("route=\"/api/v1/runs/{id}\""), "{text}");
+    assert!(!text.contains(&format!("route=\"/api/v1/runs/{run}\"")), "{text}");
 }
 
 runs_are_listed_and_read_within_the_actors_tenant(b) {

@@ -127,6 +127,12 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError>;
+    /// Runs by status, and how long executed (cache-miss) jobs took, counted into the
+    /// cumulative buckets `le_ms` (ascending upper bounds, in milliseconds).
+    ///
+    /// # Errors
+    /// On database failure.
+    fn run_metrics(&mut self, le_ms: &[i64]) -> Result<RunMetrics, StoreError>;
     /// Deletes cache entries not used since `cutoff_ms` and returns the blob digests that no
     /// remaining entry references.
     ///

@@ -11,8 +11,8 @@ use crate::migrations::PG_MIGRATIONS;
 use crate::pg::Prepared;
 use crate::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun,
-    ReproRow, RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow, WaiverUseRow,
-    list_of, list_text,
+    ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow,
+    WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -475,6 +475,34 @@ impl Store for PgStore {
         self.client
             .execute("DELETE FROM cache_entries WHERE key = $1", &[&key])?;
         Ok(())
+    }
+
+    fn run_metrics(&mut self, le_ms: &[i64]) -> Result<RunMetrics, StoreError> {
+        let runs = self
+            .query(
+                "SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status",
+                &[],
+            )?
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        // The bounds are integers we format ourselves, never text from outside.
+        let buckets: String = le_ms
+            .iter()
+            .map(|b| format!(", COUNT(*) FILTER (WHERE duration_ms <= {b})"))
+            .collect();
+        let r = self.client.query_one(
+            &format!(
+                "SELECT COUNT(*), COALESCE(SUM(duration_ms), 0)::BIGINT{buckets} FROM jobs WHERE cache = 'miss'"
+            ),
+            &[],
+        )?;
+        Ok(RunMetrics {
+            runs,
+            job_buckets: (0..le_ms.len()).map(|i| r.get(i + 2)).collect(),
+            job_count: r.get(0),
+            job_sum_ms: r.get(1),
+        })
     }
 
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {

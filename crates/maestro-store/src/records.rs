@@ -176,6 +176,17 @@ pub struct RunDetail {
     pub jobs: Vec<JobRow>,
 }
 
+/// The conductor's `/metrics`: runs by status and executed jobs' durations.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunMetrics {
+    /// `(status, runs)`, every status that has runs.
+    pub runs: Vec<(String, i64)>,
+    /// Jobs that took at most each bound asked for (cumulative, same order).
+    pub job_buckets: Vec<i64>,
+    pub job_count: i64,
+    pub job_sum_ms: i64,
+}
+
 /// `maestro cache stats`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct CacheStats {

@@ -8,8 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::migrations::MIGRATIONS;
 use crate::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, ReproRow,
-    RunDetail, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of,
-    list_text,
+    RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow, WaiverUseRow,
+    list_of, list_text,
 };
 
 /// The embedded store.
@@ -443,6 +443,35 @@ impl Store for SqliteStore {
         self.conn
             .execute("DELETE FROM cache_entries WHERE key = ?1", params![key])?;
         Ok(())
+    }
+
+    fn run_metrics(&mut self, le_ms: &[i64]) -> Result<RunMetrics, StoreError> {
+        let runs = self
+            .conn
+            .prepare_cached("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        // The bounds are integers we format ourselves, never text from outside.
+        let buckets: String = le_ms
+            .iter()
+            .map(|b| format!(", COALESCE(SUM(CASE WHEN duration_ms <= {b} THEN 1 ELSE 0 END), 0)"))
+            .collect();
+        let sql = format!(
+            "SELECT COUNT(*), COALESCE(SUM(duration_ms), 0){buckets} FROM jobs WHERE cache = 'miss'"
+        );
+        let (job_count, job_sum_ms, job_buckets) =
+            self.conn.prepare_cached(&sql)?.query_row([], |r| {
+                let counts = (0..le_ms.len())
+                    .map(|i| r.get(i + 2))
+                    .collect::<Result<Vec<i64>, _>>()?;
+                Ok((r.get(0)?, r.get(1)?, counts))
+            })?;
+        Ok(RunMetrics {
+            runs,
+            job_buckets,
+            job_count,
+            job_sum_ms,
+        })
     }
 
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {

@@ -346,6 +346,26 @@ cache_entries_lookup_explain_and_gc(fx) {
     assert!(s.cache_get("old").expect("get").is_none());
 }
 
+run_metrics_count_runs_by_status_and_bucket_executed_jobs(fx) {
+    let (mut s, run) = store_with_run(fx);
+    let slow = JobRow { duration_ms: 2_500, ..job("slow", "failed", "miss") };
+    s.record(
+        run,
+        &Batch {
+            jobs: vec![job("a", "succeeded", "hit"), job("b", "succeeded", "miss"), slow],
+            ..Batch::default()
+        },
+    )
+    .expect("jobs");
+    s.finish_run(run, RunStatus::Failed, 10).expect("finish");
+    s.begin_run(&NewRun::default()).expect("a running one");
+    let m = s.run_metrics(&[1, 100, 1_000, 10_000]).expect("metrics");
+    assert_eq!(m.runs, [("failed".to_owned(), 1), ("running".to_owned(), 1)]);
+    // Only executed jobs (misses): b took 5 ms, slow 2.5 s.
+    assert_eq!((m.job_count, m.job_sum_ms), (2, 2_505));
+    assert_eq!(m.job_buckets, [0, 1, 1, 2]);
+}
+
 a_flaky_failure_is_found_by_its_key(fx) {
     let (mut s, first) = store_with_run(fx);
     s.record(first, &Batch { jobs: vec![job("a", "failed", "miss")], ..Batch::default() })

@@ -145,6 +145,30 @@ impl Server {
         answer(req.call().expect("the request completes"))
     }
 
+    /// `GET path` with a token and, if given, a `traceparent`: status, headers, body text.
+    pub fn get_text(
+        &self,
+        path: &str,
+        token: &str,
+        traceparent: Option<&str>,
+    ) -> (u16, HashMap<String, String>, String) {
+        let mut req = agent()
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {token}"));
+        if let Some(t) = traceparent {
+            req = req.header("traceparent", t);
+        }
+        let mut resp = req.call().expect("the request completes");
+        let status = resp.status().as_u16();
+        let headers = resp
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+            .collect();
+        let text = resp.body_mut().read_to_string().unwrap_or_default();
+        (status, headers, text)
+    }
+
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         let mut req = agent().post(format!("{}{path}", self.base));
