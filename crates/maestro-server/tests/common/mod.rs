@@ -159,12 +159,7 @@ impl Server {
             req = req.header("traceparent", t);
         }
         let mut resp = req.call().expect("the request completes");
-        let status = resp.status().as_u16();
-        let headers = resp
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
-            .collect();
+        let (status, headers) = head(&resp);
         let text = resp.body_mut().read_to_string().unwrap_or_default();
         (status, headers, text)
     }
@@ -192,13 +187,18 @@ fn agent() -> ureq::Agent {
         .into()
 }
 
-fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value, HashMap<String, String>) {
-    let status = resp.status().as_u16();
+/// Status and headers (names lowercase).
+fn head(resp: &ureq::http::Response<ureq::Body>) -> (u16, HashMap<String, String>) {
     let headers = resp
         .headers()
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
         .collect();
+    (resp.status().as_u16(), headers)
+}
+
+fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value, HashMap<String, String>) {
+    let (status, headers) = head(&resp);
     let body: Value = resp.body_mut().read_json().unwrap_or(Value::Null);
     (status, body, headers)
 }
