@@ -250,6 +250,30 @@ pub const ENDPOINTS: &[Endpoint] = &[
     },
     Endpoint {
         method: "GET",
+        path: "/api/v1/audit/checkpoint",
+        action: "audit.read",
+        scope: "audit:read",
+        kind: "audit",
+        handler: audit_checkpoint,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/audit/entries/{index}/proof",
+        action: "audit.read",
+        scope: "audit:read",
+        kind: "audit",
+        handler: audit_proof,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/audit/consistency",
+        action: "audit.read",
+        scope: "audit:read",
+        kind: "audit",
+        handler: audit_consistency,
+    },
+    Endpoint {
+        method: "GET",
         path: "/metrics",
         action: "metrics.read",
         scope: "metrics:read",
@@ -477,6 +501,108 @@ fn whoami(ctx: Ctx) -> Answer {
             ..Resource::default()
         };
         ctx.auth.release(&me, &ctx.auth.actor)
+    })
+}
+
+/// The audit log as a resource (entries carry no tenant yet: the runs' tenant).
+fn audit_resource(id: Option<String>) -> Resource {
+    Resource {
+        kind: "audit",
+        id,
+        tenant: RUN_TENANT.to_owned(),
+        ..Resource::default()
+    }
+}
+
+/// An audit log failure: a missing entry or checkpoint is 404, anything else 503 (the
+/// cause goes to the log).
+fn audit_error(e: &maestro_audit::AuditError) -> ApiError {
+    match e {
+        maestro_audit::AuditError::NotFound(m) => {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", m.clone())
+        }
+        other => {
+            crate::log::event(
+                "error",
+                "audit log failure",
+                &[("error", json!(other.to_string()))],
+            );
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the audit log failed; try again",
+            )
+        }
+    }
+}
+
+/// A query parameter that must be a non-negative integer, if given.
+fn number(ctx: &Ctx, name: &str) -> Result<Option<u64>, ApiError> {
+    ctx.query
+        .get(name)
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| bad_request(format!("{name} `{v}` is not a non-negative integer")))
+        })
+        .transpose()
+}
+
+fn audit_checkpoint(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let latest = ctx
+            .auth
+            .state
+            .audit
+            .with(|log| log.checkpoint())
+            .await
+            .map_err(|e| audit_error(&e))?
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::NOT_FOUND, "not_found", "the audit log is empty")
+            })?;
+        let (size, checkpoint) = latest;
+        ctx.auth.release(
+            &audit_resource(None),
+            json!({"size": size, "checkpoint": checkpoint}),
+        )
+    })
+}
+
+fn audit_proof(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let raw = ctx
+            .path
+            .get("index")
+            .map(String::as_str)
+            .unwrap_or_default();
+        let index: u64 = raw
+            .parse()
+            .map_err(|_| bad_request(format!("entry index `{raw}` is not a number")))?;
+        let size = number(&ctx, "size")?;
+        let proof = ctx
+            .auth
+            .state
+            .audit
+            .with(move |log| log.prove(index, size))
+            .await
+            .map_err(|e| audit_error(&e))?;
+        ctx.auth
+            .release(&audit_resource(Some(index.to_string())), proof)
+    })
+}
+
+fn audit_consistency(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let from = number(&ctx, "from")?
+            .ok_or_else(|| bad_request("from is required: ?from=SIZE[&to=SIZE]".to_owned()))?;
+        let to = number(&ctx, "to")?;
+        let proof = ctx
+            .auth
+            .state
+            .audit
+            .with(move |log| log.consistency(from, to))
+            .await
+            .map_err(|e| audit_error(&e))?;
+        ctx.auth.release(&audit_resource(None), proof)
     })
 }
 

@@ -214,8 +214,17 @@ impl Drop for Server {
     }
 }
 
+/// A route pattern with every `{param}` set to 1.
 pub fn concrete(path: &str) -> String {
-    path.replace("{id}", "1")
+    let mut out = String::new();
+    let mut rest = path;
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        out.push('1');
+        rest = rest[open..].split_once('}').map_or("", |(_, after)| after);
+    }
+    out.push_str(rest);
+    out
 }
 
 pub fn message(body: &Value) -> String {
