@@ -1105,6 +1105,8 @@ pub async fn run(
         pid: std::process::id(),
         args: opts.args.clone(),
         trace_id: opts.trace_id.clone(),
+        // A local run belongs to the default tenant; remote runs carry their actor's.
+        tenant: String::new(),
     })?;
     let logs = opts.home.join("runs").join(run_id.to_string()).join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| EngineError::Home(logs.clone(), e))?;

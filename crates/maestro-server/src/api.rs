@@ -478,17 +478,17 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// Runs carry no tenant yet: every run belongs to `default` until runs are reported with
-/// one (remote runs).
+/// The tenant of what carries none yet (audit entries): runs' default tenant.
 pub(crate) const RUN_TENANT: &str = "default";
 
-pub(crate) fn run_resource(id: i64, pipeline: &str) -> Resource {
+/// A run as the policy sees it: its pipeline is the service, and its own tenant.
+pub(crate) fn run_resource(r: &maestro_store::RunRow) -> Resource {
     Resource {
         kind: "run",
-        id: Some(id.to_string()),
-        service: Some(pipeline.to_owned()),
+        id: Some(r.id.to_string()),
+        service: Some(r.pipeline.clone()),
         environment: None,
-        tenant: RUN_TENANT.to_owned(),
+        tenant: r.tenant.clone(),
     }
 }
 
@@ -643,7 +643,7 @@ fn runs_list(ctx: Ctx) -> Answer {
             .with(move |s| s.list_runs(limit))
             .await
             .map_err(|e| ApiError::store(&e))?;
-        ctx.auth.filter(runs, |r| run_resource(r.id, &r.pipeline))
+        ctx.auth.filter(runs, run_resource)
     })
 }
 
@@ -656,10 +656,14 @@ fn runs_read(ctx: Ctx) -> Answer {
         let detail = ctx.auth.state.pool.with(move |s| s.run_detail(id)).await;
         match detail {
             Ok(d) => {
-                let r = run_resource(d.run.id, &d.run.pipeline);
+                let r = run_resource(&d.run);
                 ctx.auth.release(&r, d)
             }
-            Err(maestro_store::StoreError::NoSuchRun(_)) => Err(not_found(&run_resource(id, ""))),
+            Err(maestro_store::StoreError::NoSuchRun(_)) => Err(not_found(&Resource {
+                kind: "run",
+                id: Some(id.to_string()),
+                ..Resource::default()
+            })),
             Err(e) => Err(ApiError::store(&e)),
         }
     })

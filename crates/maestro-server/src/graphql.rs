@@ -187,7 +187,7 @@ impl Query {
             .with(move |s| s.list_runs(n))
             .await
             .map_err(|e| store_error(&e))?;
-        let kept = auth.keep(rows, |r| api::run_resource(r.id, &r.pipeline));
+        let kept = auth.keep(rows, api::run_resource);
         Ok(kept
             .into_iter()
             .map(|row| Run {
@@ -206,7 +206,7 @@ impl Query {
         };
         match auth.state.pool.with(move |s| s.run_detail(n)).await {
             Ok(d) => {
-                let r = api::run_resource(d.run.id, &d.run.pipeline);
+                let r = api::run_resource(&d.run);
                 Ok(auth.allow(
                     &r,
                     Run {

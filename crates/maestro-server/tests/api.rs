@@ -189,6 +189,16 @@ runs_are_listed_and_read_within_the_actors_tenant(b) {
     let (status, body, _) = s.get("/api/v1/runs", Some(&outsider));
     assert_eq!((status, body), (200, serde_json::json!([])));
     assert_eq!(s.get(&format!("/api/v1/runs/{first}"), Some(&outsider)).0, 404);
+    // A run of its own tenant it sees, and the default tenant's viewer does not.
+    let theirs = store
+        .begin_run(&NewRun { pipeline: "billing".into(), tenant: "globex".into(), ..NewRun::default() })
+        .expect("run");
+    let (status, body, _) = s.get("/api/v1/runs", Some(&outsider));
+    assert_eq!((status, body[0]["id"].as_i64(), body[0]["tenant"].as_str()), (200, Some(theirs), Some("globex")), "{body}");
+    assert_eq!(s.get(&format!("/api/v1/runs/{theirs}"), Some(&outsider)).0, 200);
+    assert_eq!(s.get(&format!("/api/v1/runs/{theirs}"), Some(&viewer)).0, 404);
+    let (_, body, _) = s.get("/api/v1/runs", Some(&viewer));
+    assert_eq!(body.as_array().map(Vec::len), Some(2), "{body}");
 }
 }
 

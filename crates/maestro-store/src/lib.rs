@@ -204,6 +204,11 @@ pub trait Store: Send + std::fmt::Debug {
 }
 
 /// JSON text of a list column.
+/// The tenant stored for a run: `default` when none is given.
+pub(crate) fn tenant_of(tenant: &str) -> &str {
+    if tenant.is_empty() { "default" } else { tenant }
+}
+
 pub(crate) fn list_text(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
 }

@@ -141,6 +141,10 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         revoked_at INTEGER
     );
     ",
+    // 6: a run belongs to a tenant (the conductor's ABAC decides on it).
+    r"
+    ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ",
 ];
 
 /// The same migrations for PostgreSQL: `BIGINT` for SQLite's 64-bit `INTEGER`, identity
@@ -277,5 +281,8 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
         expires_at BIGINT NOT NULL,
         revoked_at BIGINT
     );
+    ",
+    r"
+    ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
     ",
 ];

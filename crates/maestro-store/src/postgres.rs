@@ -306,7 +306,8 @@ fn put_job(tx: &mut Transaction<'_>, run_id: i64, j: &JobRow) -> Result<(), Stor
 const RUN_COLS: &str = "r.id, r.pipeline, r.status, r.commit_sha, r.branch, r.started_at, r.finished_at,
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id),
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.cache = 'hit'),
-    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error'))";
+    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error')),
+    r.tenant, r.trace_id";
 
 fn run_row(r: &Row) -> RunRow {
     RunRow {
@@ -320,6 +321,8 @@ fn run_row(r: &Row) -> RunRow {
         jobs: count(r.get(7)),
         cached: count(r.get(8)),
         failed: count(r.get(9)),
+        tenant: r.get(10),
+        trace_id: r.get(11),
     }
 }
 
@@ -333,8 +336,8 @@ const CACHE_COLS: &str =
 impl Store for PgStore {
     fn begin_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
         let row = self.client.query_one(
-            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id)
-             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8) RETURNING id",
+            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id, tenant)
+             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9) RETURNING id",
             &[
                 &run.pipeline,
                 &run.root,
@@ -344,6 +347,7 @@ impl Store for PgStore {
                 &i64::from(run.pid),
                 &run.args,
                 &run.trace_id,
+                &crate::tenant_of(&run.tenant),
             ],
         )?;
         Ok(row.get(0))
@@ -435,7 +439,7 @@ impl Store for PgStore {
             .client
             .query_opt(&sql, &[&run_id])?
             .ok_or(StoreError::NoSuchRun(run_id))?;
-        let (run, root, args) = (run_row(&r), r.get(10), r.get(11));
+        let (run, root, args) = (run_row(&r), r.get(12), r.get(13));
         let jobs = self.job_rows(run_id, None)?;
         Ok(RunDetail {
             run,

@@ -46,6 +46,8 @@ pub struct NewRun {
     pub pid: u32,
     pub args: String,
     pub trace_id: Option<String>,
+    /// The tenant the run belongs to; empty means `default`.
+    pub tenant: String,
 }
 
 /// One attempt of a job.
@@ -165,6 +167,9 @@ pub struct RunRow {
     pub jobs: u32,
     pub cached: u32,
     pub failed: u32,
+    pub tenant: String,
+    /// The run's trace (W3C trace id, hex), when it was traced.
+    pub trace_id: Option<String>,
 }
 
 /// `maestro runs show`.

@@ -182,13 +182,16 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         jobs: r.get(7)?,
         cached: r.get(8)?,
         failed: r.get(9)?,
+        tenant: r.get(10)?,
+        trace_id: r.get(11)?,
     })
 }
 
 const RUN_COLS: &str = "r.id, r.pipeline, r.status, r.commit_sha, r.branch, r.started_at, r.finished_at,
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id),
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.cache = 'hit'),
-    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error'))";
+    (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error')),
+    r.tenant, r.trace_id";
 
 impl SqliteStore {
     fn job_rows(&self, run_id: i64, only: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
@@ -300,8 +303,8 @@ impl Store for SqliteStore {
     fn begin_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
         let tx = self.conn.transaction()?;
         tx.execute(
-            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8)",
+            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id, tenant)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.pipeline,
                 run.root,
@@ -310,7 +313,8 @@ impl Store for SqliteStore {
                 run.started_at_ms,
                 run.pid,
                 run.args,
-                run.trace_id
+                run.trace_id,
+                crate::tenant_of(&run.tenant),
             ],
         )?;
         let id = tx.last_insert_rowid();
@@ -399,7 +403,7 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(&sql)?
             .query_row(params![run_id], |r| {
-                Ok((run_row(r)?, r.get(10)?, r.get(11)?))
+                Ok((run_row(r)?, r.get(12)?, r.get(13)?))
             })
             .optional()?
             .ok_or(StoreError::NoSuchRun(run_id))?;

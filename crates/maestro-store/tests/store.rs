@@ -216,7 +216,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 5);
+    assert_eq!(fx.schema_version(), 6);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(
@@ -344,6 +344,26 @@ cache_entries_lookup_explain_and_gc(fx) {
     );
     s.cache_remove("old").expect("remove");
     assert!(s.cache_get("old").expect("get").is_none());
+}
+
+a_run_carries_its_tenant_and_trace(fx) {
+    let mut s = fx.open();
+    let plain = s.begin_run(&NewRun { pipeline: "p".into(), ..NewRun::default() }).expect("begin");
+    let acme = s
+        .begin_run(&NewRun {
+            pipeline: "p".into(),
+            tenant: "acme".into(),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
+            ..NewRun::default()
+        })
+        .expect("begin");
+    let runs = s.list_runs(10).expect("list");
+    let of = |id: i64| runs.iter().find(|r| r.id == id).expect("listed").clone();
+    assert_eq!((of(plain).tenant.as_str(), of(plain).trace_id), ("default", None));
+    assert_eq!(of(acme).tenant, "acme");
+    let detail = s.run_detail(acme).expect("detail");
+    assert_eq!(detail.run.trace_id.as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!((detail.root.as_str(), detail.run.tenant.as_str()), ("", "acme"));
 }
 
 run_metrics_count_runs_by_status_and_bucket_executed_jobs(fx) {
