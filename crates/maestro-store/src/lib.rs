@@ -133,6 +133,25 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn run_metrics(&mut self, le_ms: &[i64]) -> Result<RunMetrics, StoreError>;
+    /// Takes lease `name` for `holder` until `now_ms + ttl_ms`, or renews it when
+    /// `holder` has it; `None` while another holder's lease runs. Atomic on both stores:
+    /// of several conductors racing, exactly one gets it.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn lease_acquire(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+    /// Gives lease `name` up if `holder` has it (the token is kept, so the next holder's
+    /// is larger); whether it did.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn lease_release(&mut self, name: &str, holder: &str, now_ms: i64) -> Result<bool, StoreError>;
     /// Deletes cache entries not used since `cutoff_ms` and returns the blob digests that no
     /// remaining entry references.
     ///

@@ -145,6 +145,15 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r"
     ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
     ",
+    // 7: leases for singleton work shared by several conductors, with a fencing token.
+    r"
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        token INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The same migrations for PostgreSQL: `BIGINT` for SQLite's 64-bit `INTEGER`, identity
@@ -284,5 +293,13 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
     ",
     r"
     ALTER TABLE runs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    ",
+    r"
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        token BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL
+    );
     ",
 ];

@@ -10,9 +10,9 @@ use postgres::{Client, Row, Transaction};
 use crate::migrations::PG_MIGRATIONS;
 use crate::pg::Prepared;
 use crate::{
-    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun,
-    ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow,
-    WaiverUseRow, list_of, list_text,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobRow, Lease,
+    NewRun, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow,
+    TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -507,6 +507,40 @@ impl Store for PgStore {
             job_count: r.get(0),
             job_sum_ms: r.get(1),
         })
+    }
+
+    fn lease_acquire(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let row = self.query_opt(
+            "INSERT INTO leases (name, holder, token, expires_at) VALUES ($1, $2, 1, $3)
+             ON CONFLICT (name) DO UPDATE SET
+               token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > $4
+                            THEN leases.token ELSE leases.token + 1 END,
+               holder = excluded.holder,
+               expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= $4
+             RETURNING holder, token, expires_at",
+            &[&name, &holder, &now_ms.saturating_add(ttl_ms), &now_ms],
+        )?;
+        Ok(row.map(|r| Lease {
+            name: name.to_owned(),
+            holder: r.get(0),
+            token: r.get(1),
+            expires_at_ms: r.get(2),
+        }))
+    }
+
+    fn lease_release(&mut self, name: &str, holder: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let st = self.prepared.get(
+            &mut self.client,
+            "UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2 AND expires_at > $3",
+        )?;
+        Ok(self.client.execute(&st, &[&name, &holder, &now_ms])? > 0)
     }
 
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {

@@ -181,6 +181,19 @@ pub struct RunDetail {
     pub jobs: Vec<JobRow>,
 }
 
+/// A held lease: singleton work (a canary controller, a scheduled job) that only one of
+/// several conductors on one store may do at a time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    pub name: String,
+    pub holder: String,
+    /// Fencing token: grows every time the lease changes hands or is taken again after it
+    /// lapsed. Work that writes elsewhere passes it along so a stale holder's late writes
+    /// can be refused.
+    pub token: i64,
+    pub expires_at_ms: i64,
+}
+
 /// The conductor's `/metrics`: runs by status and executed jobs' durations.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunMetrics {

@@ -7,9 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::migrations::MIGRATIONS;
 use crate::{
-    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, NewRun, ReproRow,
-    RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow, WaiverUseRow,
-    list_of, list_text,
+    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, Lease, NewRun,
+    ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow,
+    WaiverUseRow, list_of, list_text,
 };
 
 /// The embedded store.
@@ -476,6 +476,46 @@ impl Store for SqliteStore {
             job_count,
             job_sum_ms,
         })
+    }
+
+    fn lease_acquire(
+        &mut self,
+        name: &str,
+        holder: &str,
+        ttl_ms: i64,
+        now_ms: i64,
+    ) -> Result<Option<Lease>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO leases (name, holder, token, expires_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (name) DO UPDATE SET
+               token = CASE WHEN leases.holder = excluded.holder AND leases.expires_at > ?4
+                            THEN leases.token ELSE leases.token + 1 END,
+               holder = excluded.holder,
+               expires_at = excluded.expires_at
+             WHERE leases.holder = excluded.holder OR leases.expires_at <= ?4
+             RETURNING holder, token, expires_at",
+            )?
+            .query_row(
+                params![name, holder, now_ms.saturating_add(ttl_ms), now_ms],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(holder, token, expires_at_ms)| Lease {
+            name: name.to_owned(),
+            holder,
+            token,
+            expires_at_ms,
+        }))
+    }
+
+    fn lease_release(&mut self, name: &str, holder: &str, now_ms: i64) -> Result<bool, StoreError> {
+        let n = self.conn.prepare_cached(
+            "UPDATE leases SET expires_at = ?3 WHERE name = ?1 AND holder = ?2 AND expires_at > ?3",
+        )?
+        .execute(params![name, holder, now_ms])?;
+        Ok(n > 0)
     }
 
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {

@@ -216,7 +216,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 6);
+    assert_eq!(fx.schema_version(), 7);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(
@@ -344,6 +344,47 @@ cache_entries_lookup_explain_and_gc(fx) {
     );
     s.cache_remove("old").expect("remove");
     assert!(s.cache_get("old").expect("get").is_none());
+}
+
+a_lease_has_one_holder_at_a_time_and_its_token_only_grows(fx) {
+    let (mut a, mut b) = (fx.open(), fx.open());
+    let got = a.lease_acquire("canary:checkout", "conductor-a", 1_000, 0).expect("acquire");
+    assert_eq!(got.as_ref().map(|l| (l.holder.as_str(), l.token, l.expires_at_ms)), Some(("conductor-a", 1, 1_000)));
+    assert_eq!(b.lease_acquire("canary:checkout", "conductor-b", 1_000, 500).expect("acquire"), None, "a's lease runs");
+    assert!(b.lease_acquire("canary:billing", "conductor-b", 1_000, 500).expect("acquire").is_some(), "another name is free");
+    // a renews: same token, later expiry.
+    let renewed = a.lease_acquire("canary:checkout", "conductor-a", 1_000, 900).expect("renew").expect("held");
+    assert_eq!((renewed.token, renewed.expires_at_ms), (1, 1_900));
+    // a stalls past expiry: b takes over with a larger token, and a's renewal fails.
+    let taken = b.lease_acquire("canary:checkout", "conductor-b", 1_000, 2_000).expect("acquire").expect("lapsed");
+    assert_eq!((taken.holder.as_str(), taken.token), ("conductor-b", 2));
+    assert_eq!(a.lease_acquire("canary:checkout", "conductor-a", 1_000, 2_100).expect("renew"), None);
+    assert!(!a.lease_release("canary:checkout", "conductor-a", 2_100).expect("release"), "not a's to release");
+    assert!(b.lease_release("canary:checkout", "conductor-b", 2_200).expect("release"));
+    assert!(!b.lease_release("canary:checkout", "conductor-b", 2_200).expect("release"), "released once");
+    // Released: the next holder (even the same one) gets a new, larger token at once.
+    let again = a.lease_acquire("canary:checkout", "conductor-a", 1_000, 2_300).expect("acquire").expect("free");
+    assert_eq!(again.token, 3);
+    let back = a.lease_acquire("canary:checkout", "conductor-a", 1_000, 2_400).expect("renew").expect("held");
+    assert_eq!(back.token, 3, "a renewal keeps the token");
+}
+
+of_many_racing_conductors_exactly_one_gets_the_lease(fx) {
+    drop(fx.open());
+    let winners: usize = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let mut s = fx.open();
+                scope.spawn(move || {
+                    s.lease_acquire("release-train", &format!("conductor-{i}"), 60_000, 1_000)
+                        .expect("acquire")
+                        .is_some()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| usize::from(h.join().expect("thread"))).sum()
+    });
+    assert_eq!(winners, 1);
 }
 
 a_run_carries_its_tenant_and_trace(fx) {
