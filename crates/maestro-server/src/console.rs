@@ -378,6 +378,8 @@ async fn run_page(
             dl.facts {
                 dt { "Commit" } dd { code { (text(&run["commit"])) } }
                 dt { "Branch" } dd { (text(&run["branch"])) }
+                dt { "Tenant" } dd { (text(&run["tenant"])) }
+                dt { "Trace" } dd #trace { code { (text(&run["traceId"])) } }
                 dt { "Started" } dd { (text(&run["startedAt"])) }
                 dt { "Finished" } dd { (text(&run["finishedAt"])) }
                 dt { "Jobs" } dd { (text(&run["jobCount"])) " (" (text(&run["cachedCount"])) " from cache, " (text(&run["failedCount"])) " failed)" }

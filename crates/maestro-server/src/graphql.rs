@@ -351,6 +351,14 @@ impl Run {
     async fn branch(&self) -> Option<&str> {
         self.row.branch.as_deref()
     }
+    /// The tenant the run belongs to (the policy decided on it).
+    async fn tenant(&self) -> &str {
+        &self.row.tenant
+    }
+    /// The run's W3C trace id (hex), when it was traced.
+    async fn trace_id(&self) -> Option<&str> {
+        self.row.trace_id.as_deref()
+    }
     /// RFC 3339, UTC.
     async fn started_at(&self) -> Option<String> {
         rfc3339(self.row.started_at_ms)

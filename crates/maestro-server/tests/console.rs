@@ -22,6 +22,7 @@ fn failing_run(s: &Server) -> i64 {
             pipeline: "checkout".into(),
             commit: Some("9f1c2ab34de5".into()),
             branch: Some("main".into()),
+            trace_id: Some("4bf92f3577b34da6a3ce929d0e0e4736".into()),
             ..NewRun::default()
         })
         .expect("run");
@@ -121,6 +122,17 @@ fn pages_need_a_session_and_carry_hardened_headers() {
         "{cookie}"
     );
     let session = cookie.split(';').next().expect("pair").to_owned();
+    // The run page names the run's tenant and trace.
+    let mut resp = a
+        .get(format!("{}/console/runs/{run}", s.base))
+        .header("Cookie", &session)
+        .call()
+        .expect("request");
+    let body = resp.body_mut().read_to_string().expect("body");
+    assert!(
+        body.contains("4bf92f3577b34da6a3ce929d0e0e4736") && body.contains("<dd>default</dd>"),
+        "{body}"
+    );
     let mut resp = a
         .get(format!("{}/console/runs/{run}/jobs/unit", s.base))
         .header("Cookie", &session)
