@@ -59,7 +59,8 @@ pub enum StoreError {
 
 /// The store interface. Implementations make every method one transaction.
 pub trait Store: Send + std::fmt::Debug {
-    /// Records a new run in state `running` and returns its id.
+    /// Records a new run in state `running` and returns its id; for a remote run whose
+    /// reporter began one with the same `remote_key` already, that run's id.
     ///
     /// # Errors
     /// On database failure.
@@ -80,14 +81,19 @@ pub trait Store: Send + std::fmt::Debug {
         status: RunStatus,
         finished_at_ms: i64,
     ) -> Result<(), StoreError>;
-    /// Marks every run still `running` as `interrupted` (called while holding the
-    /// repository's run lock, so none of them can be alive). Returns their ids. Only for a
-    /// store one repository owns: a shared store (the conductor's) holds runs of other
-    /// machines that are alive.
+    /// Marks every run of this machine still `running` as `interrupted` (called while
+    /// holding the repository's run lock, so none of them can be alive). Returns their
+    /// ids. Remote runs (those with a reporter) are left alone: they are alive elsewhere,
+    /// and [`Store::reap_remote`] interrupts those that went quiet.
     ///
     /// # Errors
     /// On database failure.
     fn mark_interrupted(&mut self, now_ms: i64) -> Result<Vec<i64>, StoreError>;
+    /// One run, without its jobs.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchRun`] or a database failure.
+    fn run(&mut self, run_id: i64) -> Result<RunRow, StoreError>;
     /// The newest runs first.
     ///
     /// # Errors
@@ -152,6 +158,37 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn lease_release(&mut self, name: &str, holder: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Applies a report of the remote run `run_id` from `reporter`, all or nothing: its
+    /// jobs and log tails, and its final status if it has one. Applied only while the run
+    /// runs, only for its own reporter and only once per sequence number; every applied
+    /// report also says the reporter is alive (`now_ms`).
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchRun`] or a database failure.
+    fn report(
+        &mut self,
+        run_id: i64,
+        reporter: &str,
+        report: &Report,
+        now_ms: i64,
+    ) -> Result<ReportOutcome, StoreError>;
+    /// Marks as interrupted the remote runs still `running` whose reporter has not been
+    /// heard from since `quiet_since_ms`, only while `lease` is still held as given (its
+    /// fencing token): a conductor whose lease lapsed changes nothing. Returns their ids.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn reap_remote(
+        &mut self,
+        lease: &Lease,
+        quiet_since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError>;
+    /// The log tail a remote run reported for a job.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn job_log(&mut self, run_id: i64, job: &str) -> Result<Option<JobLog>, StoreError>;
     /// Deletes cache entries not used since `cutoff_ms` and returns the blob digests that no
     /// remaining entry references.
     ///
@@ -222,12 +259,30 @@ pub trait Store: Send + std::fmt::Debug {
     fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
 }
 
-/// JSON text of a list column.
+/// Why a report was not applied: the run's `owner`, `status` and last applied `seq`
+/// against the report's reporter and sequence number.
+pub(crate) fn refused(
+    reporter: &str,
+    owner: Option<String>,
+    status: &str,
+    seq: i64,
+    report_seq: i64,
+) -> ReportOutcome {
+    if owner.as_deref() != Some(reporter) {
+        ReportOutcome::NotReporter(owner)
+    } else if report_seq <= seq {
+        ReportOutcome::Duplicate
+    } else {
+        ReportOutcome::Closed(RunStatus::parse(status))
+    }
+}
+
 /// The tenant stored for a run: `default` when none is given.
 pub(crate) fn tenant_of(tenant: &str) -> &str {
     if tenant.is_empty() { "default" } else { tenant }
 }
 
+/// JSON text of a list column.
 pub(crate) fn list_text(v: &[String]) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| "[]".to_owned())
 }

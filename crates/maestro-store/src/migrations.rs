@@ -154,6 +154,25 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         expires_at INTEGER NOT NULL
     );
     ",
+    // 8: remote runs (`maestro run --server`): who reports a run, when it last did, the
+    // last report applied (retries are applied once), the reporter's own key for the run
+    // (a retried creation finds the run it made) and the tails of its jobs' logs.
+    r"
+    ALTER TABLE runs ADD COLUMN reporter TEXT;
+    ALTER TABLE runs ADD COLUMN last_seen INTEGER;
+    ALTER TABLE runs ADD COLUMN report_seq INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN remote_key TEXT;
+    CREATE UNIQUE INDEX runs_by_remote_key ON runs(reporter, remote_key);
+    CREATE INDEX runs_remote_running ON runs(last_seen) WHERE status = 'running' AND reporter IS NOT NULL;
+    CREATE TABLE job_logs (
+        run_id INTEGER NOT NULL,
+        job TEXT NOT NULL,
+        tail TEXT NOT NULL,
+        bytes INTEGER NOT NULL,
+        PRIMARY KEY (run_id, job),
+        FOREIGN KEY (run_id) REFERENCES runs(id) ON DELETE CASCADE
+    );
+    ",
 ];
 
 /// The same migrations for PostgreSQL: `BIGINT` for SQLite's 64-bit `INTEGER`, identity
@@ -300,6 +319,22 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
         holder TEXT NOT NULL,
         token BIGINT NOT NULL,
         expires_at BIGINT NOT NULL
+    );
+    ",
+    r"
+    ALTER TABLE runs ADD COLUMN reporter TEXT;
+    ALTER TABLE runs ADD COLUMN last_seen BIGINT;
+    ALTER TABLE runs ADD COLUMN report_seq BIGINT NOT NULL DEFAULT 0;
+    ALTER TABLE runs ADD COLUMN remote_key TEXT;
+    CREATE UNIQUE INDEX runs_by_remote_key ON runs(reporter, remote_key);
+    CREATE INDEX runs_remote_running ON runs(last_seen) WHERE status = 'running' AND reporter IS NOT NULL;
+    CREATE TABLE job_logs (
+        run_id BIGINT NOT NULL,
+        job TEXT NOT NULL,
+        tail TEXT NOT NULL,
+        bytes BIGINT NOT NULL,
+        PRIMARY KEY (run_id, job),
+        FOREIGN KEY (run_id) REFERENCES runs(id) ON DELETE CASCADE
     );
     ",
 ];

@@ -10,9 +10,9 @@ use postgres::{Client, Row, Transaction};
 use crate::migrations::PG_MIGRATIONS;
 use crate::pg::Prepared;
 use crate::{
-    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobRow, Lease,
-    NewRun, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow,
-    TokenRow, WaiverUseRow, list_of, list_text,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobLog, JobRow,
+    Lease, NewRun, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus,
+    Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -307,7 +307,7 @@ const RUN_COLS: &str = "r.id, r.pipeline, r.status, r.commit_sha, r.branch, r.st
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id),
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.cache = 'hit'),
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error')),
-    r.tenant, r.trace_id";
+    r.tenant, r.trace_id, r.reporter";
 
 fn run_row(r: &Row) -> RunRow {
     RunRow {
@@ -323,6 +323,7 @@ fn run_row(r: &Row) -> RunRow {
         failed: count(r.get(9)),
         tenant: r.get(10),
         trace_id: r.get(11),
+        reporter: r.get(12),
     }
 }
 
@@ -335,22 +336,48 @@ const CACHE_COLS: &str =
 
 impl Store for PgStore {
     fn begin_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
-        let row = self.client.query_one(
-            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id, tenant)
-             VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9) RETURNING id",
-            &[
-                &run.pipeline,
-                &run.root,
-                &run.commit,
-                &run.branch,
-                &run.started_at_ms,
-                &i64::from(run.pid),
-                &run.args,
-                &run.trace_id,
-                &crate::tenant_of(&run.tenant),
-            ],
+        let params: [&(dyn postgres::types::ToSql + Sync); 11] = [
+            &run.pipeline,
+            &run.root,
+            &run.commit,
+            &run.branch,
+            &run.started_at_ms,
+            &i64::from(run.pid),
+            &run.args,
+            &run.trace_id,
+            &crate::tenant_of(&run.tenant),
+            &run.reporter,
+            &run.remote_key,
+        ];
+        // A retried creation (same reporter and key) gets the run made the first time; of
+        // two racing, the loser's INSERT waits for the winner's and then finds its row.
+        let row = self.query_opt(
+            "WITH made AS (
+               INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid,
+                 args, trace_id, tenant, reporter, last_seen, remote_key)
+               VALUES ($1, $2, $3, $4, 'running', $5, $6, $7, $8, $9, $10::TEXT,
+                       CASE WHEN $10::TEXT IS NULL THEN NULL ELSE $5::BIGINT END, $11::TEXT)
+               ON CONFLICT (reporter, remote_key) DO NOTHING
+               RETURNING id
+             )
+             SELECT id FROM made
+             UNION ALL
+             SELECT id FROM runs WHERE reporter = $10::TEXT AND remote_key = $11::TEXT
+             LIMIT 1",
+            &params,
         )?;
-        Ok(row.get(0))
+        match row {
+            Some(r) => Ok(r.get(0)),
+            // Inserted by a transaction committed after this statement's snapshot: read
+            // again with a new one.
+            None => Ok(self
+                .query_opt(
+                    "SELECT id FROM runs WHERE reporter = $1 AND remote_key = $2",
+                    &[&run.reporter, &run.remote_key],
+                )?
+                .ok_or_else(|| StoreError::Connect("a remote run vanished while begun".to_owned()))?
+                .get(0)),
+        }
     }
 
     fn record(&mut self, run_id: i64, batch: &Batch) -> Result<(), StoreError> {
@@ -412,8 +439,8 @@ impl Store for PgStore {
         let mut ids: Vec<i64> = self
             .client
             .query(
-                "UPDATE runs SET status = 'interrupted', finished_at = $1 WHERE status = 'running'
-                 RETURNING id",
+                "UPDATE runs SET status = 'interrupted', finished_at = $1
+                 WHERE status = 'running' AND reporter IS NULL RETURNING id",
                 &[&now_ms],
             )?
             .iter()
@@ -421,6 +448,15 @@ impl Store for PgStore {
             .collect();
         ids.sort_unstable();
         Ok(ids)
+    }
+
+    fn run(&mut self, run_id: i64) -> Result<RunRow, StoreError> {
+        let sql = format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = $1");
+        let row = self
+            .client
+            .query_opt(&sql, &[&run_id])?
+            .ok_or(StoreError::NoSuchRun(run_id))?;
+        Ok(run_row(&row))
     }
 
     fn list_runs(&mut self, n: usize) -> Result<Vec<RunRow>, StoreError> {
@@ -439,7 +475,7 @@ impl Store for PgStore {
             .client
             .query_opt(&sql, &[&run_id])?
             .ok_or(StoreError::NoSuchRun(run_id))?;
-        let (run, root, args) = (run_row(&r), r.get(12), r.get(13));
+        let (run, root, args) = (run_row(&r), r.get(13), r.get(14));
         let jobs = self.job_rows(run_id, None)?;
         Ok(RunDetail {
             run,
@@ -541,6 +577,101 @@ impl Store for PgStore {
             "UPDATE leases SET expires_at = $3 WHERE name = $1 AND holder = $2 AND expires_at > $3",
         )?;
         Ok(self.client.execute(&st, &[&name, &holder, &now_ms])? > 0)
+    }
+
+    fn report(
+        &mut self,
+        run_id: i64,
+        reporter: &str,
+        report: &Report,
+        now_ms: i64,
+    ) -> Result<ReportOutcome, StoreError> {
+        let mut tx = self.client.transaction()?;
+        // The UPDATE locks the run's row: a concurrent retry of the same report waits,
+        // then finds the sequence number taken.
+        let claimed = tx.execute(
+            "UPDATE runs SET report_seq = $3, last_seen = $4
+             WHERE id = $1 AND reporter = $2 AND status = 'running' AND report_seq < $3",
+            &[&run_id, &reporter, &report.seq, &now_ms],
+        )?;
+        if claimed == 0 {
+            let found = tx.query_opt(
+                "SELECT reporter, status, report_seq FROM runs WHERE id = $1",
+                &[&run_id],
+            )?;
+            let r = found.ok_or(StoreError::NoSuchRun(run_id))?;
+            return Ok(crate::refused(
+                reporter,
+                r.get(0),
+                r.get(1),
+                r.get(2),
+                report.seq,
+            ));
+        }
+        for j in &report.jobs {
+            put_job(&mut tx, run_id, j)?;
+        }
+        for l in &report.logs {
+            tx.execute(
+                "INSERT INTO job_logs (run_id, job, tail, bytes) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (run_id, job) DO UPDATE SET tail = excluded.tail, bytes = excluded.bytes",
+                &[&run_id, &l.job, &l.tail, &l.bytes],
+            )?;
+        }
+        if let Some(status) = report.status {
+            tx.execute(
+                "UPDATE runs SET status = $2, finished_at = $3 WHERE id = $1",
+                &[&run_id, &status.as_str(), &now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(ReportOutcome::Applied)
+    }
+
+    fn reap_remote(
+        &mut self,
+        lease: &Lease,
+        quiet_since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        // One statement: the lease check and the update see the same snapshot, and the
+        // lease row is locked against a concurrent take-over until it commits.
+        let mut ids: Vec<i64> = self
+            .query(
+                "WITH held AS (
+                   SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $3
+                   AND expires_at > $4 FOR UPDATE
+                 )
+                 UPDATE runs SET status = 'interrupted', finished_at = $4
+                 WHERE status = 'running' AND reporter IS NOT NULL AND last_seen < $5
+                   AND EXISTS (SELECT 1 FROM held)
+                 RETURNING id",
+                &[
+                    &lease.name,
+                    &lease.holder,
+                    &lease.token,
+                    &now_ms,
+                    &quiet_since_ms,
+                ],
+            )?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn job_log(&mut self, run_id: i64, job: &str) -> Result<Option<JobLog>, StoreError> {
+        Ok(self
+            .query_opt(
+                "SELECT job, tail, bytes FROM job_logs WHERE run_id = $1 AND job = $2",
+                &[&run_id, &job],
+            )?
+            .map(|r| JobLog {
+                job: r.get(0),
+                tail: r.get(1),
+                bytes: r.get(2),
+            }))
     }
 
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {

@@ -48,6 +48,13 @@ pub struct NewRun {
     pub trace_id: Option<String>,
     /// The tenant the run belongs to; empty means `default`.
     pub tenant: String,
+    /// For a run reported from another machine (`maestro run --server`), the actor that
+    /// reports it: only it may report to the run, and the run is interrupted when it
+    /// goes quiet. `None` for a run of this machine.
+    pub reporter: Option<String>,
+    /// The reporter's own key for the run: beginning a run again with the same reporter
+    /// and key returns the run begun the first time (a retry whose answer was lost).
+    pub remote_key: Option<String>,
 }
 
 /// One attempt of a job.
@@ -170,6 +177,9 @@ pub struct RunRow {
     pub tenant: String,
     /// The run's trace (W3C trace id, hex), when it was traced.
     pub trace_id: Option<String>,
+    /// Who reports the run from another machine; `None` for a run of this machine.
+    #[serde(default)]
+    pub reporter: Option<String>,
 }
 
 /// `maestro runs show`.
@@ -285,4 +295,45 @@ pub struct TokenRow {
     pub created_at_ms: i64,
     pub expires_at_ms: i64,
     pub revoked_at_ms: Option<i64>,
+}
+
+/// One report of a remote run (`maestro run --server`): the jobs that finished since the
+/// previous report with the tails of their logs, and in the last one the run's status.
+/// Reports carry a sequence number so a retried one is applied once.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Report {
+    /// 1 for the first report of a run, then one more each time.
+    pub seq: i64,
+    #[serde(default)]
+    pub jobs: Vec<JobRow>,
+    #[serde(default)]
+    pub logs: Vec<JobLog>,
+    /// The run's final status: the last report closes the run.
+    #[serde(default)]
+    pub status: Option<RunStatus>,
+}
+
+/// The end of a job's log, as a remote run reports it (the whole log stays on the machine
+/// that ran the job).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobLog {
+    pub job: String,
+    /// The last lines of the log, whole lines only.
+    pub tail: String,
+    /// The size of the whole log in bytes.
+    pub bytes: i64,
+}
+
+/// What became of a report.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Recorded.
+    Applied,
+    /// A report with this sequence number (or a later one) was recorded already: a retry
+    /// whose first answer was lost. Nothing changed.
+    Duplicate,
+    /// The run is no longer running (it finished or was interrupted for going quiet).
+    Closed(RunStatus),
+    /// The run is reported by someone else (or is a run of the conductor's own machine).
+    NotReporter(Option<String>),
 }

@@ -7,9 +7,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::migrations::MIGRATIONS;
 use crate::{
-    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobRow, Lease, NewRun,
-    ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow,
-    WaiverUseRow, list_of, list_text,
+    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobLog, JobRow, Lease,
+    NewRun, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store,
+    StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// The embedded store.
@@ -184,6 +184,7 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         failed: r.get(9)?,
         tenant: r.get(10)?,
         trace_id: r.get(11)?,
+        reporter: r.get(12)?,
     })
 }
 
@@ -191,7 +192,7 @@ const RUN_COLS: &str = "r.id, r.pipeline, r.status, r.commit_sha, r.branch, r.st
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id),
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.cache = 'hit'),
     (SELECT COUNT(*) FROM jobs j WHERE j.run_id = r.id AND j.status IN ('failed', 'timed-out', 'error')),
-    r.tenant, r.trace_id";
+    r.tenant, r.trace_id, r.reporter";
 
 impl SqliteStore {
     fn job_rows(&self, run_id: i64, only: Option<&str>) -> Result<Vec<JobRow>, StoreError> {
@@ -301,10 +302,15 @@ impl SqliteStore {
 
 impl Store for SqliteStore {
     fn begin_run(&mut self, run: &NewRun) -> Result<i64, StoreError> {
-        let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args, trace_id, tenant)
-             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9)",
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let inserted = tx.execute(
+            "INSERT INTO runs (pipeline, root, commit_sha, branch, status, started_at, pid, args,
+             trace_id, tenant, reporter, last_seen, remote_key)
+             VALUES (?1, ?2, ?3, ?4, 'running', ?5, ?6, ?7, ?8, ?9, ?10,
+                     CASE WHEN ?10 IS NULL THEN NULL ELSE ?5 END, ?11)
+             ON CONFLICT (reporter, remote_key) DO NOTHING",
             params![
                 run.pipeline,
                 run.root,
@@ -315,9 +321,19 @@ impl Store for SqliteStore {
                 run.args,
                 run.trace_id,
                 crate::tenant_of(&run.tenant),
+                run.reporter,
+                run.remote_key,
             ],
         )?;
-        let id = tx.last_insert_rowid();
+        let id = if inserted == 1 {
+            tx.last_insert_rowid()
+        } else {
+            tx.query_row(
+                "SELECT id FROM runs WHERE reporter = ?1 AND remote_key = ?2",
+                params![run.reporter, run.remote_key],
+                |r| r.get(0),
+            )?
+        };
         tx.commit()?;
         Ok(id)
     }
@@ -376,15 +392,27 @@ impl Store for SqliteStore {
     fn mark_interrupted(&mut self, now_ms: i64) -> Result<Vec<i64>, StoreError> {
         let tx = self.conn.transaction()?;
         let ids: Vec<i64> = tx
-            .prepare_cached("SELECT id FROM runs WHERE status = 'running' ORDER BY id")?
+            .prepare_cached(
+                "SELECT id FROM runs WHERE status = 'running' AND reporter IS NULL ORDER BY id",
+            )?
             .query_map([], |r| r.get(0))?
             .collect::<Result<_, _>>()?;
         tx.execute(
-            "UPDATE runs SET status = 'interrupted', finished_at = ?1 WHERE status = 'running'",
+            "UPDATE runs SET status = 'interrupted', finished_at = ?1
+             WHERE status = 'running' AND reporter IS NULL",
             params![now_ms],
         )?;
         tx.commit()?;
         Ok(ids)
+    }
+
+    fn run(&mut self, run_id: i64) -> Result<RunRow, StoreError> {
+        let sql = format!("SELECT {RUN_COLS} FROM runs r WHERE r.id = ?1");
+        self.conn
+            .prepare_cached(&sql)?
+            .query_row(params![run_id], run_row)
+            .optional()?
+            .ok_or(StoreError::NoSuchRun(run_id))
     }
 
     fn list_runs(&mut self, limit: usize) -> Result<Vec<RunRow>, StoreError> {
@@ -403,7 +431,7 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(&sql)?
             .query_row(params![run_id], |r| {
-                Ok((run_row(r)?, r.get(12)?, r.get(13)?))
+                Ok((run_row(r)?, r.get(13)?, r.get(14)?))
             })
             .optional()?
             .ok_or(StoreError::NoSuchRun(run_id))?;
@@ -516,6 +544,96 @@ impl Store for SqliteStore {
         )?
         .execute(params![name, holder, now_ms])?;
         Ok(n > 0)
+    }
+
+    fn report(
+        &mut self,
+        run_id: i64,
+        reporter: &str,
+        report: &Report,
+        now_ms: i64,
+    ) -> Result<ReportOutcome, StoreError> {
+        // IMMEDIATE: the check and the writes are one writer's, never a read lock that
+        // has to be upgraded while another writer waits.
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let claimed = tx
+            .prepare_cached(
+                "UPDATE runs SET report_seq = ?3, last_seen = ?4
+                 WHERE id = ?1 AND reporter = ?2 AND status = 'running' AND report_seq < ?3",
+            )?
+            .execute(params![run_id, reporter, report.seq, now_ms])?;
+        if claimed == 0 {
+            let found: Option<(Option<String>, String, i64)> = tx
+                .prepare_cached("SELECT reporter, status, report_seq FROM runs WHERE id = ?1")?
+                .query_row(params![run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()?;
+            let (owner, status, seq) = found.ok_or(StoreError::NoSuchRun(run_id))?;
+            return Ok(crate::refused(reporter, owner, &status, seq, report.seq));
+        }
+        for j in &report.jobs {
+            put_job(&tx, run_id, j)?;
+        }
+        for l in &report.logs {
+            tx.prepare_cached(
+                "INSERT OR REPLACE INTO job_logs (run_id, job, tail, bytes) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![run_id, l.job, l.tail, l.bytes])?;
+        }
+        if let Some(status) = report.status {
+            tx.prepare_cached("UPDATE runs SET status = ?2, finished_at = ?3 WHERE id = ?1")?
+                .execute(params![run_id, status.as_str(), now_ms])?;
+        }
+        tx.commit()?;
+        Ok(ReportOutcome::Applied)
+    }
+
+    fn reap_remote(
+        &mut self,
+        lease: &Lease,
+        quiet_since_ms: i64,
+        now_ms: i64,
+    ) -> Result<Vec<i64>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let mut ids: Vec<i64> = tx
+            .prepare_cached(
+                "UPDATE runs SET status = 'interrupted', finished_at = ?4
+                 WHERE status = 'running' AND reporter IS NOT NULL AND last_seen < ?5
+                   AND EXISTS (SELECT 1 FROM leases l WHERE l.name = ?1 AND l.holder = ?2
+                               AND l.token = ?3 AND l.expires_at > ?4)
+                 RETURNING id",
+            )?
+            .query_map(
+                params![
+                    lease.name,
+                    lease.holder,
+                    lease.token,
+                    now_ms,
+                    quiet_since_ms
+                ],
+                |r| r.get(0),
+            )?
+            .collect::<Result<_, _>>()?;
+        tx.commit()?;
+        ids.sort_unstable();
+        Ok(ids)
+    }
+
+    fn job_log(&mut self, run_id: i64, job: &str) -> Result<Option<JobLog>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT job, tail, bytes FROM job_logs WHERE run_id = ?1 AND job = ?2")?
+            .query_row(params![run_id, job], |r| {
+                Ok(JobLog {
+                    job: r.get(0)?,
+                    tail: r.get(1)?,
+                    bytes: r.get(2)?,
+                })
+            })
+            .optional()?)
     }
 
     fn cache_stats(&mut self) -> Result<CacheStats, StoreError> {

@@ -5,8 +5,8 @@
 
 use maestro_store::pg::Throwaway;
 use maestro_store::{
-    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobRow, NewRun, PgStore, ReproRow,
-    RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobLog, JobRow, NewRun, PgStore, Report,
+    ReportOutcome, ReproRow, RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
 };
 
 /// Where a test's store lives; `open` opens it again (a new connection, as a restarted
@@ -216,7 +216,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 7);
+    assert_eq!(fx.schema_version(), 8);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(
@@ -385,6 +385,100 @@ of_many_racing_conductors_exactly_one_gets_the_lease(fx) {
         handles.into_iter().map(|h| usize::from(h.join().expect("thread"))).sum()
     });
     assert_eq!(winners, 1);
+}
+
+a_remote_run_takes_reports_once_in_order_from_its_reporter_only(fx) {
+    let mut s = fx.open();
+    let run = s
+        .begin_run(&NewRun {
+            pipeline: "p".into(),
+            tenant: "acme".into(),
+            started_at_ms: 100,
+            reporter: Some("ci@acme".into()),
+            remote_key: Some("k-1".into()),
+            ..NewRun::default()
+        })
+        .expect("begin");
+    // Begun again with the same key (the first answer was lost): the same run. Another
+    // reporter's same key, or another key, is another run.
+    let again = NewRun { reporter: Some("ci@acme".into()), remote_key: Some("k-1".into()), ..NewRun::default() };
+    assert_eq!(s.begin_run(&again).expect("again"), run);
+    let theirs = NewRun { reporter: Some("ci@other".into()), ..again.clone() };
+    assert_ne!(s.begin_run(&theirs).expect("theirs"), run);
+    let row = s.run(run).expect("row");
+    assert_eq!((row.pipeline.as_str(), row.reporter.as_deref(), row.status), ("p", Some("ci@acme"), RunStatus::Running));
+    assert!(matches!(s.run(9_999), Err(maestro_store::StoreError::NoSuchRun(9_999))));
+    let first = Report {
+        seq: 1,
+        jobs: vec![job("build", "succeeded", "miss")],
+        logs: vec![JobLog { job: "build".into(), tail: "compiling\ndone".into(), bytes: 4_000 }],
+        status: None,
+    };
+    assert_eq!(s.report(run, "ci@acme", &first, 200).expect("report"), ReportOutcome::Applied);
+    // The same report again (its answer was lost): applied once, the tests not doubled.
+    assert_eq!(s.report(run, "ci@acme", &first, 210).expect("retry"), ReportOutcome::Duplicate);
+    assert_eq!(s.run_detail(run).expect("detail").jobs[0].tests.len(), 1);
+    // Someone else cannot report to it, nor to a run of the conductor's machine.
+    let other = Report { seq: 2, ..Report::default() };
+    assert_eq!(
+        s.report(run, "mallory", &other, 220).expect("report"),
+        ReportOutcome::NotReporter(Some("ci@acme".into()))
+    );
+    let local = s.begin_run(&NewRun::default()).expect("local run");
+    assert_eq!(s.report(local, "ci@acme", &other, 220).expect("report"), ReportOutcome::NotReporter(None));
+    assert!(matches!(
+        s.report(9_999, "ci@acme", &other, 220),
+        Err(maestro_store::StoreError::NoSuchRun(9_999))
+    ));
+    let last = Report {
+        seq: 2,
+        jobs: vec![job("test", "failed", "miss")],
+        logs: vec![JobLog { job: "test".into(), tail: "assertion failed".into(), bytes: 16 }],
+        status: Some(RunStatus::Failed),
+    };
+    assert_eq!(s.report(run, "ci@acme", &last, 300).expect("close"), ReportOutcome::Applied);
+    assert_eq!(s.report(run, "ci@acme", &last, 310).expect("retry"), ReportOutcome::Duplicate);
+    let late = Report { seq: 3, ..Report::default() };
+    assert_eq!(s.report(run, "ci@acme", &late, 320).expect("late"), ReportOutcome::Closed(RunStatus::Failed));
+    let d = s.run_detail(run).expect("detail");
+    assert_eq!((d.run.status, d.run.finished_at_ms, d.run.reporter.as_deref()), (RunStatus::Failed, Some(300), Some("ci@acme")));
+    assert_eq!((d.run.jobs, d.run.failed, d.run.tenant.as_str()), (2, 1, "acme"));
+    let log = s.job_log(run, "build").expect("log").expect("reported");
+    assert_eq!((log.tail.as_str(), log.bytes), ("compiling\ndone", 4_000));
+    assert_eq!(s.job_log(run, "deploy").expect("log"), None);
+    // Nothing of a failed report is kept: a job of another run's name clash aside, a
+    // report for a closed run wrote nothing.
+    assert_eq!(s.job_log(run, "late").expect("log"), None);
+}
+
+remote_runs_are_not_interrupted_by_a_local_restart_but_when_they_go_quiet(fx) {
+    let mut s = fx.open();
+    let remote = |s: &mut Box<dyn Store>, at: i64| {
+        s.begin_run(&NewRun { reporter: Some("ci".into()), started_at_ms: at, ..NewRun::default() }).expect("begin")
+    };
+    let quiet = remote(&mut s, 1_000);
+    let chatty = remote(&mut s, 1_000);
+    let local = s.begin_run(&NewRun { started_at_ms: 1_000, ..NewRun::default() }).expect("local");
+    assert_eq!(s.mark_interrupted(2_000).expect("recover"), [local], "remote runs are alive elsewhere");
+    assert_eq!(
+        s.report(chatty, "ci", &Report { seq: 1, ..Report::default() }, 50_000).expect("heartbeat"),
+        ReportOutcome::Applied
+    );
+    let lease = s.lease_acquire("remote-reaper", "conductor-a", 10_000, 60_000).expect("lease").expect("free");
+    // Quiet since before 30 000: only `quiet` (last heard at 1 000; `chatty` at 50 000).
+    assert_eq!(s.reap_remote(&lease, 30_000, 60_000).expect("reap"), [quiet]);
+    assert_eq!(s.reap_remote(&lease, 30_000, 61_000).expect("again"), Vec::<i64>::new());
+    let d = s.run_detail(quiet).expect("detail");
+    assert_eq!((d.run.status, d.run.finished_at_ms), (RunStatus::Interrupted, Some(60_000)));
+    assert_eq!(s.run_detail(chatty).expect("detail").run.status, RunStatus::Running);
+    // A conductor whose lease lapsed (or was taken over: another token) changes nothing.
+    let stale = remote(&mut s, 1_000);
+    assert_eq!(s.reap_remote(&lease, 30_000, 80_000).expect("lapsed"), Vec::<i64>::new());
+    let mut other = fx.open();
+    let taken = other.lease_acquire("remote-reaper", "conductor-b", 10_000, 80_000).expect("lease").expect("lapsed");
+    assert_eq!(s.reap_remote(&lease, 30_000, 80_500).expect("fenced"), Vec::<i64>::new());
+    assert_eq!(s.run_detail(stale).expect("detail").run.status, RunStatus::Running);
+    assert_eq!(other.reap_remote(&taken, 30_000, 81_000).expect("reap"), [stale]);
 }
 
 a_run_carries_its_tenant_and_trace(fx) {
