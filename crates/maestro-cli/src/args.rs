@@ -793,6 +793,15 @@ pub(crate) struct RunArgs {
     /// as well when set.
     #[arg(long)]
     pub summary_md: Option<PathBuf>,
+    /// Report this run into the conductor at URL (`maestro serve`) so that runs of many
+    /// CI machines are seen in one place. The credential is MAESTRO_TOKEN, or on GitHub
+    /// Actions an OIDC ID token (the job needs `permissions: id-token: write`).
+    #[arg(long, env = "MAESTRO_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The audience of the OIDC ID token requested for the conductor (the `audience` of
+    /// its `[[oidc]]` issuer).
+    #[arg(long, env = "MAESTRO_SERVER_AUDIENCE", default_value = "maestro")]
+    pub server_audience: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -134,6 +134,13 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
             a.reason.clone(),
         ))),
     };
+    let mut remote = crate::remote::open(
+        a.server.as_deref(),
+        &a.server_audience,
+        &pipeline,
+        &opts.args,
+        opts.trace_id.clone(),
+    )?;
     let runtime = crate::runtime(parallelism)?;
     let color = output == Output::Human && std::env::var_os("NO_COLOR").is_none();
     let mut console = render::Console::new(output, color);
@@ -156,16 +163,27 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
             }
             let _ = tx.send(true);
         });
-        let mut both = crate::trace::Both(&mut console, &mut tracer);
+        let mut reported = crate::remote::Maybe(remote.as_mut());
+        let mut traced = crate::trace::Both(&mut tracer, &mut reported);
+        let mut both = crate::trace::Both(&mut console, &mut traced);
         maestro_engine::run(Arc::clone(&pipeline), &mut store, &opts, &mut both, rx).await
     });
-    let summary = summary.map_err(|e| {
-        Failure::env(
-            e,
-            "see the cause above; the run is recorded as interrupted on the next start",
-        )
-    })?;
+    let summary = match summary {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(r) = remote {
+                r.finish(RunStatus::Interrupted);
+            }
+            return Err(Failure::env(
+                e,
+                "see the cause above; the run is recorded as interrupted on the next start",
+            ));
+        }
+    };
     console.finish();
+    if let Some(r) = remote {
+        r.finish(summary.status);
+    }
     if let Some(e) = &exporter {
         let spans = tracer.finish(summary.status.as_str());
         // A collector that is down must not fail the run: say so and go on.

@@ -22,6 +22,7 @@ mod cmd_secrets;
 mod cmd_serve;
 mod cmd_sign;
 mod exit;
+mod remote;
 mod render;
 mod settings;
 mod trace;

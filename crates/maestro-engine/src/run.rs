@@ -1107,6 +1107,8 @@ pub async fn run(
         trace_id: opts.trace_id.clone(),
         // A local run belongs to the default tenant; remote runs carry their actor's.
         tenant: String::new(),
+        reporter: None,
+        remote_key: None,
     })?;
     let logs = opts.home.join("runs").join(run_id.to_string()).join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| EngineError::Home(logs.clone(), e))?;

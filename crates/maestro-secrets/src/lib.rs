@@ -81,6 +81,40 @@ pub fn redact(secret: &str) -> String {
     }
 }
 
+/// `text` with every line on which `scanner` finds a secret replaced by
+/// `[REDACTED: <rule> secret]`, and how many lines were replaced: for log text about to
+/// leave the machine (a remote run's log tails).
+pub fn mask_lines(scanner: &Scanner, text: &str) -> (String, usize) {
+    let bytes = text.as_bytes();
+    let origin = scan::Origin {
+        path: "log",
+        commit: None,
+    };
+    let findings = scanner.scan(bytes, &origin, &|at| tree::line_at(bytes, at));
+    if findings.is_empty() {
+        return (text.to_owned(), 0);
+    }
+    let mut masked: std::collections::BTreeMap<usize, &str> = std::collections::BTreeMap::new();
+    for f in &findings {
+        for l in f.line..=f.end_line.max(f.line) {
+            masked.entry(l).or_insert(f.rule_id.as_str());
+        }
+    }
+    let mut out = String::with_capacity(text.len());
+    for (i, line) in text.split_inclusive('\n').enumerate() {
+        match masked.get(&(i + 1)) {
+            Some(rule) => {
+                out.push_str(&format!("[REDACTED: {rule} secret]"));
+                if line.ends_with('\n') {
+                    out.push('\n');
+                }
+            }
+            None => out.push_str(line),
+        }
+    }
+    (out, masked.len())
+}
+
 /// Fingerprints from a `.gitleaksignore` file (one per line, `#` comments).
 pub fn read_ignore(path: &std::path::Path) -> Vec<String> {
     config::read_limited(path)
@@ -97,6 +131,23 @@ pub fn read_ignore(path: &std::path::Path) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mask_lines_replaces_only_the_lines_with_secrets() {
+        let scanner = Scanner::new(Config::default_rules());
+        let text = "step 1\nexport AWS_ACCESS_KEY_ID=AKIAZ7VRSQ5TQDNXKCVB\nstep 3\n";
+        let (out, n) = mask_lines(&scanner, text);
+        assert_eq!(n, 1, "{out}");
+        assert!(
+            out.starts_with("step 1\n[REDACTED: ") && out.ends_with(" secret]\nstep 3\n"),
+            "{out}"
+        );
+        assert!(!out.contains("AKIAZ7VRSQ5TQDNXKCVB"), "{out}");
+        assert_eq!(
+            mask_lines(&scanner, "nothing here"),
+            ("nothing here".to_owned(), 0)
+        );
+    }
 
     #[test]
     fn redaction_never_shows_more_than_a_quarter() {

@@ -117,24 +117,7 @@ fn populate(location: &str) -> String {
     secret
 }
 
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn start(location: &str, policy: Policy) -> Running {
+fn start(location: &str, policy: Policy) -> maestro_server::Background {
     let config = Settings {
         listen: Some("127.0.0.1:0".into()),
         database: Some(location.to_owned()),
@@ -144,28 +127,7 @@ fn start(location: &str, policy: Policy) -> Running {
     .validate("unused")
     .expect("settings");
     let state: Arc<AppState> = AppState::with_policy(&config, policy).expect("state");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let thread = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async move {
-            let l = maestro_server::bind(&config).await.expect("bind");
-            tx.send(l.local_addr().expect("addr")).expect("send");
-            let _ = maestro_server::serve(state, l, async {
-                let _ = stopped.await;
-            })
-            .await;
-        });
-    });
-    Running {
-        addr: rx.recv().expect("started"),
-        stop: Some(stop),
-        thread: Some(thread),
-    }
+    maestro_server::Background::start(state, &config, 2).expect("the conductor started")
 }
 
 #[derive(Debug, Clone, Copy, Default)]

@@ -22,7 +22,7 @@ use crate::authz::Resource;
 
 /// An answer the policy allowed. Only [`Authorized`] makes one.
 #[derive(Debug)]
-pub struct Checked(Body);
+pub struct Checked(Body, StatusCode);
 
 #[derive(Debug)]
 enum Body {
@@ -84,7 +84,7 @@ impl IntoResponse for ApiError {
 impl IntoResponse for Checked {
     fn into_response(self) -> Response {
         match self.0 {
-            Body::Json(v) => axum::Json(v).into_response(),
+            Body::Json(v) => (self.1, axum::Json(v)).into_response(),
             Body::Metrics(text) => (
                 [(
                     header::CONTENT_TYPE,
@@ -128,6 +128,19 @@ impl Authorized {
         checked(value)
     }
 
+    /// As [`Authorized::release`], answering `201 Created`.
+    ///
+    /// # Errors
+    /// As [`Authorized::release`].
+    pub fn release_created<T: Serialize>(
+        &self,
+        resource: &Resource,
+        value: T,
+    ) -> Result<Checked, ApiError> {
+        self.release(resource, value)
+            .map(|c| Checked(c.0, StatusCode::CREATED))
+    }
+
     /// Metrics exposition text as the answer when the policy allows the action on
     /// `resource`; otherwise 404.
     ///
@@ -137,7 +150,7 @@ impl Authorized {
         if !self.visible(resource) {
             return Err(not_found(resource));
         }
-        Ok(Checked(Body::Metrics(text)))
+        Ok(Checked(Body::Metrics(text), StatusCode::OK))
     }
 
     /// The items the policy allows, as the answer.
@@ -171,7 +184,7 @@ impl Authorized {
 
 fn checked<T: Serialize>(value: T) -> Result<Checked, ApiError> {
     serde_json::to_value(value)
-        .map(|v| Checked(Body::Json(v)))
+        .map(|v| Checked(Body::Json(v), StatusCode::OK))
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -181,7 +194,7 @@ fn checked<T: Serialize>(value: T) -> Result<Checked, ApiError> {
         })
 }
 
-fn not_found(r: &Resource) -> ApiError {
+pub(crate) fn not_found(r: &Resource) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "not_found",
@@ -199,9 +212,47 @@ pub struct Ctx {
     pub auth: Authorized,
     pub path: HashMap<String, String>,
     pub query: HashMap<String, String>,
+    /// The request body (empty for `GET`), read only after the request was authorized,
+    /// at most [`MAX_BODY`] bytes of JSON.
+    pub body: axum::body::Bytes,
 }
 
-type Answer = Pin<Box<dyn Future<Output = Result<Checked, ApiError>> + Send>>;
+/// The largest request body a REST endpoint reads (a remote run's report: up to
+/// [`crate::remote::MAX_JOBS`] jobs with their log tails).
+pub const MAX_BODY: usize = 8 * 1024 * 1024;
+
+impl Ctx {
+    /// The body as JSON of type `T`; an error names the field (`jobs[2].status`) and the
+    /// line and column.
+    ///
+    /// # Errors
+    /// 400 when the body is not JSON of that shape.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> Result<T, ApiError> {
+        let mut de = serde_json::Deserializer::from_slice(&self.body);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let at = if path == "." {
+                String::new()
+            } else {
+                format!("{path}: ")
+            };
+            bad_request(format!("request body: {at}{inner}"))
+        })
+    }
+
+    /// A path parameter that must be a number (`what` names it in the error).
+    ///
+    /// # Errors
+    /// 400 when it is not.
+    pub fn id(&self, name: &str, what: &str) -> Result<i64, ApiError> {
+        let raw = self.path.get(name).map(String::as_str).unwrap_or_default();
+        raw.parse()
+            .map_err(|_| bad_request(format!("{what} `{raw}` is not a number")))
+    }
+}
+
+pub(crate) type Answer = Pin<Box<dyn Future<Output = Result<Checked, ApiError>> + Send>>;
 
 /// One endpoint: route, the action the policy decides on, the token scope it needs, the
 /// kind of resource, and the handler.
@@ -239,6 +290,30 @@ pub const ENDPOINTS: &[Endpoint] = &[
         scope: "runs:read",
         kind: "run",
         handler: runs_list,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/runs",
+        action: "runs.create",
+        scope: "runs:write",
+        kind: "run",
+        handler: crate::remote::create,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/runs/{id}/reports",
+        action: "runs.report",
+        scope: "runs:write",
+        kind: "run",
+        handler: crate::remote::report,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/runs/{id}/jobs/{job}/log",
+        action: "runs.read",
+        scope: "runs:read",
+        kind: "run",
+        handler: crate::remote::job_log,
     },
     Endpoint {
         method: "GET",
@@ -318,12 +393,13 @@ pub fn router(state: Arc<AppState>) -> Router {
                 move |State(s): State<Arc<AppState>>,
                       params: RawPathParams,
                       Query(query): Query<HashMap<String, String>>,
-                      headers: HeaderMap| async move {
+                      headers: HeaderMap,
+                      body: axum::body::Body| async move {
                     let path = params
                         .iter()
                         .map(|(k, v)| (k.to_owned(), v.to_owned()))
                         .collect();
-                    match dispatch(e, s, path, query, &headers).await {
+                    match dispatch(e, s, path, query, &headers, body).await {
                         Ok(c) => c.into_response(),
                         Err(err) => err.into_response(),
                     }
@@ -343,17 +419,59 @@ pub fn router(state: Arc<AppState>) -> Router {
         .with_state(state)
 }
 
-/// Authentication, scope, the policy on the action, then the handler.
+/// Authentication, scope, the policy on the action, then the body (so nobody unknown
+/// makes the conductor read megabytes), then the handler.
 async fn dispatch(
     e: &'static Endpoint,
     state: Arc<AppState>,
     path: HashMap<String, String>,
     query: HashMap<String, String>,
     headers: &HeaderMap,
+    body: axum::body::Body,
 ) -> Result<Checked, ApiError> {
     let actor = authenticate(&state, headers).await?;
     let auth = authorize(state, actor, e.action, e.scope, e.kind)?;
-    (e.handler)(Ctx { auth, path, query }).await
+    let body = if e.method == "GET" {
+        axum::body::Bytes::new()
+    } else {
+        read_json_body(headers, body).await?
+    };
+    (e.handler)(Ctx {
+        auth,
+        path,
+        query,
+        body,
+    })
+    .await
+}
+
+/// A JSON request body of at most [`MAX_BODY`] bytes.
+async fn read_json_body(
+    headers: &HeaderMap,
+    body: axum::body::Body,
+) -> Result<axum::body::Bytes, ApiError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!(
+                "the request body is larger than {} MiB; send fewer jobs per report",
+                MAX_BODY >> 20
+            ),
+        )
+    })
 }
 
 /// The one authorization wrapper, for endpoints and GraphQL fields alike: the token's
@@ -620,7 +738,7 @@ fn metrics_read(ctx: Ctx) -> Answer {
     })
 }
 
-fn bad_request(message: String) -> ApiError {
+pub(crate) fn bad_request(message: String) -> ApiError {
     ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
 }
 

@@ -44,6 +44,7 @@ struct File {
     mode: Option<String>,
     policy: Option<PathBuf>,
     max_connections: Option<usize>,
+    remote_run_timeout_seconds: Option<u64>,
     #[serde(default)]
     oidc: Vec<crate::oidc::IssuerSettings>,
 }
@@ -63,6 +64,8 @@ pub struct Config {
     pub max_connections: usize,
     /// Trusted OIDC issuers (`[[oidc]]` tables of the file).
     pub oidc: Vec<crate::oidc::Issuer>,
+    /// When a quiet remote run is interrupted.
+    pub reaper: crate::remote::Reaper,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -73,6 +76,8 @@ pub struct Settings {
     pub mode: Option<String>,
     pub policy: Option<PathBuf>,
     pub max_connections: Option<usize>,
+    /// Seconds a remote run may go without a report before it is interrupted.
+    pub remote_run_timeout_seconds: Option<u64>,
     /// `[[oidc]]` tables: only a file sets them.
     pub oidc: Vec<crate::oidc::IssuerSettings>,
     /// The directory a relative `jwks_file` is relative to.
@@ -110,6 +115,7 @@ impl Settings {
                 .policy
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),
             max_connections: f.max_connections,
+            remote_run_timeout_seconds: f.remote_run_timeout_seconds,
             oidc: f.oidc,
             base: Some(base.to_path_buf()),
         })
@@ -124,6 +130,9 @@ impl Settings {
             mode: over.mode.or(self.mode),
             policy: over.policy.or(self.policy),
             max_connections: over.max_connections.or(self.max_connections),
+            remote_run_timeout_seconds: over
+                .remote_run_timeout_seconds
+                .or(self.remote_run_timeout_seconds),
             oidc: if over.oidc.is_empty() {
                 self.oidc
             } else {
@@ -184,6 +193,18 @@ impl Settings {
                 format!("{max_connections} is out of range: use 1 to 1024"),
             ));
         }
+        let mut reaper = crate::remote::Reaper::default();
+        if let Some(t) = self.remote_run_timeout_seconds {
+            // A client reports at least every 30 s; a shorter timeout would interrupt
+            // runs that are alive.
+            if !(60..=86_400).contains(&t) {
+                return Err(bad(
+                    "remote_run_timeout_seconds",
+                    format!("{t} is out of range: use 60 (a minute) to 86400 (a day)"),
+                ));
+            }
+            reaper.quiet = std::time::Duration::from_secs(t);
+        }
         let base = self.base.unwrap_or_else(|| PathBuf::from("."));
         let mut oidc = Vec::new();
         for (i, o) in self.oidc.into_iter().enumerate() {
@@ -206,6 +227,7 @@ impl Settings {
             policy: self.policy,
             max_connections,
             oidc,
+            reaper,
         })
     }
 }
@@ -261,6 +283,13 @@ mod tests {
                     ..Settings::default()
                 },
                 "max_connections",
+            ),
+            (
+                Settings {
+                    remote_run_timeout_seconds: Some(10),
+                    ..Settings::default()
+                },
+                "remote_run_timeout_seconds",
             ),
         ];
         for (s, field) in cases {

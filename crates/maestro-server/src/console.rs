@@ -380,6 +380,9 @@ async fn run_page(
                 dt { "Branch" } dd { (text(&run["branch"])) }
                 dt { "Tenant" } dd { (text(&run["tenant"])) }
                 dt { "Trace" } dd #trace { code { (text(&run["traceId"])) } }
+                dt { "Reported by" } dd #reporter {
+                    @if run["reporter"].is_null() { "this conductor's machine" } @else { (text(&run["reporter"])) }
+                }
                 dt { "Started" } dd { (text(&run["startedAt"])) }
                 dt { "Finished" } dd { (text(&run["finishedAt"])) }
                 dt { "Jobs" } dd { (text(&run["jobCount"])) " (" (text(&run["cachedCount"])) " from cache, " (text(&run["failedCount"])) " failed)" }

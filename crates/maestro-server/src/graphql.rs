@@ -11,7 +11,7 @@
 //! production mode nothing else runs. Depth and complexity are limited for every document.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, LazyLock};
 
 use async_graphql::parser::types::ExecutableDocument;
@@ -359,6 +359,11 @@ impl Run {
     async fn trace_id(&self) -> Option<&str> {
         self.row.trace_id.as_deref()
     }
+    /// Who reports the run from another machine (`maestro run --server`); null for a
+    /// run of the conductor's own machine.
+    async fn reporter(&self) -> Option<&str> {
+        self.row.reporter.as_deref()
+    }
     /// RFC 3339, UTC.
     async fn started_at(&self) -> Option<String> {
         rfc3339(self.row.started_at_ms)
@@ -382,7 +387,7 @@ impl Run {
             .map(|i| Job {
                 run: Arc::clone(d),
                 index: i,
-                logs: self.state.logs.clone(),
+                state: Arc::clone(&self.state),
             })
             .collect())
     }
@@ -392,7 +397,7 @@ impl Run {
         Ok(d.jobs.iter().position(|j| j.name == name).map(|i| Job {
             run: Arc::clone(d),
             index: i,
-            logs: self.state.logs.clone(),
+            state: Arc::clone(&self.state),
         }))
     }
 }
@@ -401,7 +406,7 @@ impl Run {
 pub struct Job {
     run: Arc<RunDetail>,
     index: usize,
-    logs: Option<PathBuf>,
+    state: Arc<AppState>,
 }
 
 impl Job {
@@ -474,12 +479,24 @@ impl Job {
             .collect()
     }
     /// The last `lines` lines of the job's log, when this conductor holds the logs of
-    /// the run (a SQLite store beside its `runs/` directory); null otherwise.
+    /// the run: the tail a remote run reported, or for a run of this machine its log
+    /// file (a SQLite store beside its `runs/` directory); null otherwise.
     async fn log_tail(&self, #[graphql(default = 100)] lines: i32) -> Option<String> {
-        let path = self.row().log_path.clone()?;
-        let logs = self.logs.clone()?;
         let run = self.run.run.id;
         let lines = usize::try_from(lines.clamp(1, 1_000)).unwrap_or(100);
+        if self.run.run.reporter.is_some() {
+            let job = self.row().name.clone();
+            let log = self
+                .state
+                .pool
+                .with(move |s| s.job_log(run, &job))
+                .await
+                .ok()
+                .flatten()?;
+            return Some(crate::remote::last_lines(&log.tail, lines));
+        }
+        let path = self.row().log_path.clone()?;
+        let logs = self.state.logs.clone()?;
         tokio::task::spawn_blocking(move || read_tail(&logs, run, Path::new(&path), lines))
             .await
             .ok()
@@ -489,7 +506,7 @@ impl Job {
 
 /// The tail of a run's log, only from inside `<home>/runs/<run>/logs/`: a path recorded
 /// in the store never opens anything else.
-fn read_tail(home: &Path, run: i64, path: &Path, lines: usize) -> Option<String> {
+pub(crate) fn read_tail(home: &Path, run: i64, path: &Path, lines: usize) -> Option<String> {
     use std::io::{Read, Seek, SeekFrom};
     let allowed = home
         .join("runs")

@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod persisted;
 pub mod pool;
+pub mod remote;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -68,6 +69,8 @@ pub struct AppState {
     pub oidc: oidc::Oidc,
     /// Request metrics for `/metrics`.
     pub metrics: metrics::Metrics,
+    /// When quiet remote runs are interrupted.
+    pub reaper: remote::Reaper,
 }
 
 impl AppState {
@@ -112,6 +115,7 @@ impl AppState {
             logs,
             oidc: oidc::Oidc::load(&config.oidc)?,
             metrics: metrics::Metrics::default(),
+            reaper: config.reaper,
         }))
     }
 }
@@ -126,6 +130,23 @@ impl std::fmt::Debug for AppState {
             .field("oidc", &self.oidc)
             .finish_non_exhaustive()
     }
+}
+
+/// This conductor among several on one store: host, listening address, process and a
+/// random part (two processes never share one, even across restarts with a reused pid).
+fn holder_id(addr: &str) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "conductor".to_owned());
+    let mut nonce = [0u8; 6];
+    let _ = getrandom::fill(&mut nonce);
+    format!(
+        "{host}/{addr}/{}/{}",
+        std::process::id(),
+        hex::encode(nonce)
+    )
 }
 
 /// Binds the configured address.
@@ -167,10 +188,108 @@ pub async fn serve(
             ),
         ],
     );
-    axum::serve(listener, api::router(state))
+    // Each conductor is a candidate for the reaper's lease; one holds it at a time.
+    let reaper = remote::spawn_reaper(Arc::clone(&state), holder_id(&addr), state.reaper);
+    let served = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(ServerError::Serve)?;
+        .await;
+    reaper.abort();
+    served.map_err(ServerError::Serve)?;
     log::event("info", "conductor stopped", &[]);
     Ok(())
+}
+
+/// A conductor serving on a thread and runtime of its own (tests, benchmarks, embedding);
+/// stopped gracefully when dropped.
+#[derive(Debug)]
+pub struct Background {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<Result<(), ServerError>>>,
+}
+
+impl Background {
+    /// Binds `config.listen` and serves `state` on `workers` threads.
+    ///
+    /// # Errors
+    /// When the runtime cannot be built or the address not bound.
+    pub fn start(
+        state: Arc<AppState>,
+        config: &Config,
+        workers: usize,
+    ) -> Result<Background, ServerError> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let config = config.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers.max(1))
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(ServerError::Serve(e)));
+                    return Ok(());
+                }
+            };
+            rt.block_on(async move {
+                let listener = match bind(&config).await {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return Ok(());
+                    }
+                };
+                let addr = listener.local_addr().map_err(ServerError::Serve);
+                let _ = tx.send(addr);
+                serve(state, listener, async {
+                    let _ = stopped.await;
+                })
+                .await
+            })
+        });
+        let addr = rx
+            .recv()
+            .map_err(|_| ServerError::Serve(std::io::Error::other("the server thread ended")))??;
+        Ok(Background {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// `http://ADDR`.
+    #[must_use]
+    pub fn base(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Stops it and waits until requests in flight finished.
+    ///
+    /// # Errors
+    /// What the server stopped with.
+    pub fn stop(mut self) -> Result<(), ServerError> {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> Result<(), ServerError> {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        match self.thread.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(ServerError::Serve(std::io::Error::other(
+                "the server thread panicked",
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.halt();
+    }
 }

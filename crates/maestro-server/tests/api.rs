@@ -19,19 +19,19 @@ every_endpoint_needs_a_token_its_scope_and_the_policy(b) {
     assert!(ENDPOINTS.len() >= 3);
     for e in ENDPOINTS {
         let path = concrete(e.path);
-        let (status, body, headers) = s.get(&path, None);
+        let (status, body, headers) = s.call(e.method, &path, None);
         assert_eq!(status, 401, "{e:?} without a token: {body}");
         assert_eq!(headers.get("www-authenticate").map(String::as_str), Some("Bearer"), "{e:?}");
-        let (status, body, _) = s.get(&path, Some("mst_not-a-real-token"));
+        let (status, body, _) = s.call(e.method, &path, Some("mst_not-a-real-token"));
         assert_eq!(status, 401, "{e:?} with an unknown token: {body}");
-        let (status, body, _) = s.get(&path, Some(&unscoped));
+        let (status, body, _) = s.call(e.method, &path, Some(&unscoped));
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("insufficient_scope")), "{e:?}: {body}");
-        let (status, body, _) = s.get(&path, Some(&nobody));
+        let (status, body, _) = s.call(e.method, &path, Some(&nobody));
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{e:?} for an actor without roles: {body}");
         assert!(message(&body).contains(e.action), "{body}");
         // Allowed: whatever the handler answers (an empty audit log is a 404, a missing
-        // parameter a 400), never a refusal.
-        let (status, body, _) = s.get(&path, Some(&operator));
+        // parameter or an empty body a 400), never a refusal.
+        let (status, body, _) = s.call(e.method, &path, Some(&operator));
         assert!(![401, 403].contains(&status), "{e:?} for an operator: {status} {body}");
     }
     let (status, _, _) = s.get("/api/v1/nothing", Some(&operator));
@@ -248,7 +248,6 @@ fn a_custom_policy_decides_and_a_policy_without_the_rule_is_refused_at_start() {
 fn the_server_stops_gracefully() {
     let mut s = Server::start(&Backend::Sqlite, None);
     assert_eq!(s.get("/healthz", None).0, 200);
-    let _ = s.stop.take().expect("stop").send(());
-    let done = s.thread.take().expect("thread").join().expect("joined");
+    let done = s.stop();
     assert!(done.is_ok(), "{done:?}");
 }

@@ -3,20 +3,7 @@
 
 mod common;
 
-use std::io::BufRead as _;
-use std::process::Stdio;
-
 use common::{Repo, text};
-
-/// Kills the server if the test fails before stopping it.
-struct Killed(std::process::Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn get(url: &str, token: Option<&str>) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
@@ -74,18 +61,7 @@ fn a_token_reads_runs_from_the_conductor_until_it_is_revoked_and_sigterm_stops_i
         "the secret is never stored or listed"
     );
 
-    let mut child = Killed(
-        repo.cmd(&["serve", "--listen", "127.0.0.1:0"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn maestro serve"),
-    );
-    let mut lines = std::io::BufReader::new(child.0.stderr.take().expect("stderr")).lines();
-    let first: serde_json::Value =
-        serde_json::from_str(&lines.next().expect("a log line").expect("read")).expect("JSON log");
-    assert_eq!(first["msg"], "conductor listening", "{first}");
-    let base = format!("http://{}", first["addr"].as_str().expect("addr"));
+    let (mut child, base, lines) = common::serve(&repo, &[]);
 
     assert_eq!(get(&format!("{base}/healthz"), None).0, 200);
     assert_eq!(get(&format!("{base}/readyz"), None).0, 200);

@@ -20,8 +20,7 @@ use serde_json::Value;
 pub struct Server {
     pub base: String,
     pub location: String,
-    pub stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub thread: Option<std::thread::JoinHandle<Result<(), maestro_server::ServerError>>>,
+    server: Option<maestro_server::Background>,
     _guard: Box<dyn std::any::Any>,
 }
 
@@ -74,33 +73,21 @@ impl Server {
         .validate("unused")
         .expect("valid settings");
         let state = AppState::open(&config).expect("open");
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let listener = maestro_server::bind(&config).await?;
-                addr_tx
-                    .send(listener.local_addr().expect("addr"))
-                    .expect("send");
-                maestro_server::serve(state, listener, async {
-                    let _ = stopped.await;
-                })
-                .await
-            })
-        });
-        let addr = addr_rx.recv().expect("the server started");
+        let server =
+            maestro_server::Background::start(state, &config, 2).expect("the server started");
         Server {
-            base: format!("http://{addr}"),
+            base: server.base(),
             location,
-            stop: Some(stop),
-            thread: Some(thread),
+            server: Some(server),
             _guard: guard,
         }
+    }
+
+    /// Stops the server gracefully; what it stopped with.
+    pub fn stop(&mut self) -> Result<(), maestro_server::ServerError> {
+        self.server
+            .take()
+            .map_or(Ok(()), maestro_server::Background::stop)
     }
 
     pub fn store(&self) -> Box<dyn Store> {
@@ -164,6 +151,26 @@ impl Server {
         (status, headers, text)
     }
 
+    /// `method path` (as an endpoint row names it): `GET`, or a JSON body of `{}`.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+    ) -> (u16, Value, HashMap<String, String>) {
+        if method == "GET" {
+            return self.get(path, token);
+        }
+        let mut req = agent().post(format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        answer(
+            req.send_json(serde_json::json!({}))
+                .expect("the request completes"),
+        )
+    }
+
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
         let mut req = agent().post(format!("{}{path}", self.base));
@@ -205,12 +212,8 @@ fn answer(mut resp: ureq::http::Response<ureq::Body>) -> (u16, Value, HashMap<St
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
+        // Stopped before the store it serves (the guard) goes away.
+        drop(self.server.take());
     }
 }
 

@@ -73,6 +73,11 @@ impl Repo {
             .env_remove("MAESTRO_CONFIG")
             .env_remove("MAESTRO_LISTEN")
             .env_remove("MAESTRO_MODE")
+            .env_remove("MAESTRO_SERVER")
+            .env_remove("MAESTRO_TOKEN")
+            .env_remove("MAESTRO_SERVER_AUDIENCE")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_URL")
+            .env_remove("ACTIONS_ID_TOKEN_REQUEST_TOKEN")
             .env("NO_COLOR", "1");
         c
     }
@@ -157,4 +162,42 @@ pub fn copy_dir(src: &Path, dst: &Path) {
             fs::copy(e.path(), &to).expect("copy");
         }
     }
+}
+
+/// A child process killed (and reaped) if the test ends before it stops.
+pub struct Killed(pub std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `maestro serve --listen 127.0.0.1:0` plus `args` in `repo`: the process, its base URL,
+/// and its JSON log lines after the first ("conductor listening").
+pub fn serve(
+    repo: &Repo,
+    args: &[&str],
+) -> (
+    Killed,
+    String,
+    std::io::Lines<std::io::BufReader<std::process::ChildStderr>>,
+) {
+    use std::io::BufRead as _;
+    let mut all = vec!["serve", "--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let mut child = Killed(
+        repo.cmd(&all)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn maestro serve"),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stderr.take().expect("stderr")).lines();
+    let first: serde_json::Value =
+        serde_json::from_str(&lines.next().expect("a log line").expect("read")).expect("JSON log");
+    assert_eq!(first["msg"], "conductor listening", "{first}");
+    let base = format!("http://{}", first["addr"].as_str().expect("addr"));
+    (child, base, lines)
 }
