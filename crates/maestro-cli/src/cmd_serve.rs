@@ -9,7 +9,8 @@ use crate::exit::{self, Failure};
 use crate::settings;
 
 /// The longest a token may live.
-const MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(400 * 86_400);
+const MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_millis(maestro_server::auth::MAX_TOKEN_LIFETIME_MS.unsigned_abs());
 
 fn config_failure(e: maestro_server::ServerError) -> Failure {
     match e {
@@ -39,7 +40,7 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         ..Settings::default()
     };
     let default_db = paths.store();
-    let config = file
+    let mut config = file
         .overridden_by(given)
         .validate(&default_db.display().to_string())
         .map_err(config_failure)?;
@@ -47,6 +48,7 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         std::fs::create_dir_all(&paths.home)
             .map_err(|e| Failure::env(e, "Maestro's home directory must be writable"))?;
     }
+    config.audit_key = audit_key(&paths, &config.database)?;
     let state = AppState::open(&config).map_err(config_failure)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -61,6 +63,55 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
             .map_err(config_failure)
     })?;
     Ok(exit::OK)
+}
+
+/// The key sensitive actions' audit entries are signed with: `MAESTRO_AUDIT_KEY`, else
+/// the home's key file if there is one; it must be the key the conductor's audit log is
+/// signed with.
+fn audit_key(
+    paths: &settings::Paths,
+    database: &str,
+) -> Result<Option<std::sync::Arc<maestro_audit::LogKey>>, Failure> {
+    let (text, source) = match std::env::var(crate::audit::KEY_ENV) {
+        Ok(t) if !t.trim().is_empty() => (t, crate::audit::KEY_ENV.to_owned()),
+        _ => {
+            let file = crate::audit::key_file(paths);
+            match std::fs::read_to_string(&file) {
+                Ok(t) => (t, file.display().to_string()),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+                Err(e) => {
+                    return Err(Failure::env(
+                        e,
+                        "the audit log key file could not be read; check its permissions",
+                    ));
+                }
+            }
+        }
+    };
+    let key = maestro_audit::LogKey::parse(&text).map_err(|e| {
+        Failure::usage(
+            format!("{source}: {e}"),
+            "give the audit log's private key (the contents of .maestro/audit/log.key where it was created)",
+        )
+    })?;
+    let mut log = if maestro_store::is_postgres(database) {
+        maestro_audit::Log::open_postgres(database)
+    } else {
+        maestro_audit::Log::open_sqlite(std::path::Path::new(database))
+    }
+    .map_err(|e| Failure::env(e, "the conductor's audit log could not be opened"))?;
+    let current = log
+        .current_vkey()
+        .map_err(|e| Failure::env(e, "the conductor's audit log could not be read"))?;
+    if let Some(v) = current
+        && v != key.vkey()
+    {
+        return Err(Failure::usage(
+            format!("{source} is not the key of the conductor's audit log (signed by {v})"),
+            "set MAESTRO_AUDIT_KEY to that log's key",
+        ));
+    }
+    Ok(Some(std::sync::Arc::new(key)))
 }
 
 /// Ctrl-C or SIGTERM (what a service manager or Kubernetes sends).

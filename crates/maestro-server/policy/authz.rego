@@ -25,6 +25,11 @@ operations := {"metrics.read"}
 
 operators := {"operator", "admin"}
 
+# A tenant's API tokens: its admins (creating and revoking are audited, with a reason).
+administration := {"tokens.list", "tokens.create", "tokens.revoke"}
+
+admins := {"admin"}
+
 same_tenant if input.resource.tenant == input.actor.tenant
 
 allow if {
@@ -45,5 +50,12 @@ allow if {
 	input.action in operations
 	some role in input.actor.roles
 	role in operators
+	same_tenant
+}
+
+allow if {
+	input.action in administration
+	some role in input.actor.roles
+	role in admins
 	same_tenant
 }

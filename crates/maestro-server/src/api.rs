@@ -263,6 +263,10 @@ pub struct Endpoint {
     pub action: &'static str,
     pub scope: &'static str,
     pub kind: &'static str,
+    /// Sensitive actions need a reason (`X-Maestro-Reason`) and are written to the audit
+    /// log: `started` before the handler runs (durably; no audit, no action), then its
+    /// outcome.
+    pub sensitive: bool,
     handler: fn(Ctx) -> Answer,
 }
 
@@ -281,6 +285,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "session.read",
         scope: "session:read",
         kind: "session",
+        sensitive: false,
         handler: whoami,
     },
     Endpoint {
@@ -289,6 +294,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "runs.list",
         scope: "runs:read",
         kind: "run",
+        sensitive: false,
         handler: runs_list,
     },
     Endpoint {
@@ -297,6 +303,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "runs.create",
         scope: "runs:write",
         kind: "run",
+        sensitive: false,
         handler: crate::remote::create,
     },
     Endpoint {
@@ -305,6 +312,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "runs.report",
         scope: "runs:write",
         kind: "run",
+        sensitive: false,
         handler: crate::remote::report,
     },
     Endpoint {
@@ -313,6 +321,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "runs.read",
         scope: "runs:read",
         kind: "run",
+        sensitive: false,
         handler: crate::remote::job_log,
     },
     Endpoint {
@@ -321,6 +330,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "runs.read",
         scope: "runs:read",
         kind: "run",
+        sensitive: false,
         handler: runs_read,
     },
     Endpoint {
@@ -329,6 +339,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "audit.read",
         scope: "audit:read",
         kind: "audit",
+        sensitive: false,
         handler: audit_checkpoint,
     },
     Endpoint {
@@ -337,6 +348,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "audit.read",
         scope: "audit:read",
         kind: "audit",
+        sensitive: false,
         handler: audit_proof,
     },
     Endpoint {
@@ -345,7 +357,35 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "audit.read",
         scope: "audit:read",
         kind: "audit",
+        sensitive: false,
         handler: audit_consistency,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/tokens",
+        action: "tokens.list",
+        scope: "tokens:read",
+        kind: "token",
+        sensitive: false,
+        handler: crate::admin::tokens_list,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/tokens",
+        action: "tokens.create",
+        scope: "tokens:write",
+        kind: "token",
+        sensitive: true,
+        handler: crate::admin::tokens_create,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/tokens/{id}/revoke",
+        action: "tokens.revoke",
+        scope: "tokens:write",
+        kind: "token",
+        sensitive: true,
+        handler: crate::admin::tokens_revoke,
     },
     Endpoint {
         method: "GET",
@@ -353,6 +393,7 @@ pub const ENDPOINTS: &[Endpoint] = &[
         action: "metrics.read",
         scope: "metrics:read",
         kind: "metrics",
+        sensitive: false,
         handler: metrics_read,
     },
 ];
@@ -431,18 +472,163 @@ async fn dispatch(
 ) -> Result<Checked, ApiError> {
     let actor = authenticate(&state, headers).await?;
     let auth = authorize(state, actor, e.action, e.scope, e.kind)?;
+    let reason = if e.sensitive {
+        Some(reason_of(headers, e.action)?)
+    } else {
+        None
+    };
     let body = if e.method == "GET" {
         axum::body::Bytes::new()
     } else {
         read_json_body(headers, body).await?
     };
-    (e.handler)(Ctx {
+    let Some(reason) = reason else {
+        return (e.handler)(Ctx {
+            auth,
+            path,
+            query,
+            body,
+        })
+        .await;
+    };
+    let audit = Audited::begin(e, &auth, &path, reason).await?;
+    let answer = (e.handler)(Ctx {
         auth,
         path,
         query,
         body,
     })
-    .await
+    .await;
+    audit.end(&answer).await;
+    answer
+}
+
+/// The reason header of a sensitive request.
+const REASON_HEADER: &str = "x-maestro-reason";
+
+fn reason_of(headers: &HeaderMap, action: &str) -> Result<String, ApiError> {
+    let reason = headers
+        .get(REASON_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .unwrap_or_default();
+    if reason.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "reason_required",
+            format!("{action} is audited: say why in the X-Maestro-Reason header"),
+        ));
+    }
+    if reason.len() > maestro_audit::entry::MAX_REASON_BYTES {
+        return Err(bad_request(format!(
+            "X-Maestro-Reason is longer than {} bytes",
+            maestro_audit::entry::MAX_REASON_BYTES
+        )));
+    }
+    Ok(reason.to_owned())
+}
+
+/// The audit entries of one sensitive request.
+struct Audited {
+    state: Arc<AppState>,
+    started: u64,
+    entry: maestro_audit::NewEntry,
+}
+
+impl Audited {
+    /// Writes the `started` entry; refuses (503) when it cannot be made durable.
+    async fn begin(
+        e: &'static Endpoint,
+        auth: &Authorized,
+        path: &HashMap<String, String>,
+        reason: String,
+    ) -> Result<Audited, ApiError> {
+        let unavailable = |why: &str| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                format!("{} is audited and {why}; nothing was done", e.action),
+            )
+        };
+        let Some(key) = auth.state.audit_key.clone() else {
+            return Err(unavailable(
+                "this conductor has no audit log key (MAESTRO_AUDIT_KEY)",
+            ));
+        };
+        let target = match path.get("id") {
+            Some(id) => format!("{}:{id}", e.kind),
+            None => e.kind.to_owned(),
+        };
+        let entry = maestro_audit::NewEntry {
+            actor: maestro_audit::Actor {
+                id: auth.actor.id.clone(),
+                via: auth.actor.via.clone(),
+            },
+            action: e.action.to_owned(),
+            target,
+            params: json!({"tenant": auth.actor.tenant, "method": e.method, "path": e.path}),
+            reason: Some(reason),
+            result: maestro_audit::Outcome::Started,
+            links: maestro_audit::Links::default(),
+        };
+        let first = entry.clone();
+        let k = Arc::clone(&key);
+        let receipt = auth
+            .state
+            .audit
+            .with(move |log| log.append(&k, &first))
+            .await
+            .map_err(|err| {
+                crate::log::event(
+                    "error",
+                    "audit append failed",
+                    &[
+                        ("action", json!(e.action)),
+                        ("error", json!(err.to_string())),
+                    ],
+                );
+                unavailable("the audit log could not be written")
+            })?;
+        Ok(Audited {
+            state: Arc::clone(&auth.state),
+            started: receipt.index,
+            entry,
+        })
+    }
+
+    /// Writes the outcome entry, linked to the `started` one. A failure here is logged:
+    /// the action happened, and its `started` entry says so.
+    async fn end(self, answer: &Result<Checked, ApiError>) {
+        let mut entry = self.entry;
+        let (result, status) = match answer {
+            Ok(c) => (maestro_audit::Outcome::Success, c.1.as_u16()),
+            Err(e) if e.status == StatusCode::FORBIDDEN || e.status == StatusCode::NOT_FOUND => {
+                (maestro_audit::Outcome::Denied, e.status.as_u16())
+            }
+            Err(e) => (maestro_audit::Outcome::Failure, e.status.as_u16()),
+        };
+        entry.result = result;
+        entry.params["status"] = json!(status);
+        entry.links.parent = Some(self.started);
+        let Some(key) = self.state.audit_key.clone() else {
+            return;
+        };
+        if let Err(err) = self
+            .state
+            .audit
+            .with(move |log| log.append(&key, &entry))
+            .await
+        {
+            crate::log::event(
+                "error",
+                "audit outcome not written",
+                &[
+                    ("started", json!(self.started)),
+                    ("error", json!(err.to_string())),
+                ],
+            );
+        }
+    }
 }
 
 /// A JSON request body of at most [`MAX_BODY`] bytes.

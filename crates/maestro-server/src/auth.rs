@@ -6,6 +6,9 @@ use maestro_store::TokenRow;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+/// The longest a token may live: 400 days (create a new one to rotate).
+pub const MAX_TOKEN_LIFETIME_MS: i64 = 400 * 86_400 * 1000;
+
 /// Prefix of every secret, so secret scanners (ours included) recognise a leaked one.
 pub const PREFIX: &str = "mst_";
 

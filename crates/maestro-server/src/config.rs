@@ -66,6 +66,9 @@ pub struct Config {
     pub oidc: Vec<crate::oidc::Issuer>,
     /// When a quiet remote run is interrupted.
     pub reaper: crate::remote::Reaper,
+    /// The audit log's signing key for sensitive actions (never from the file: the CLI
+    /// reads `MAESTRO_AUDIT_KEY` or the key file).
+    pub audit_key: Option<std::sync::Arc<maestro_audit::LogKey>>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -228,6 +231,7 @@ impl Settings {
             max_connections,
             oidc,
             reaper,
+            audit_key: None,
         })
     }
 }

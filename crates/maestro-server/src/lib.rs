@@ -6,6 +6,7 @@
 //! the authentication and authorization wrapper, and a handler can only return data
 //! through [`api::Authorized::release`], which asks the policy about the resource.
 
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod authz;
@@ -71,6 +72,9 @@ pub struct AppState {
     pub metrics: metrics::Metrics,
     /// When quiet remote runs are interrupted.
     pub reaper: remote::Reaper,
+    /// The key sensitive actions' audit entries are signed with; without one they are
+    /// refused.
+    pub audit_key: Option<Arc<maestro_audit::LogKey>>,
 }
 
 impl AppState {
@@ -116,6 +120,7 @@ impl AppState {
             oidc: oidc::Oidc::load(&config.oidc)?,
             metrics: metrics::Metrics::default(),
             reaper: config.reaper,
+            audit_key: config.audit_key.clone(),
         }))
     }
 }
@@ -185,6 +190,14 @@ pub async fn serve(
             (
                 "mode",
                 serde_json::json!(format!("{:?}", state.mode).to_lowercase()),
+            ),
+            (
+                "sensitive_actions",
+                serde_json::json!(if state.audit_key.is_some() {
+                    "audited"
+                } else {
+                    "refused: no audit log key (MAESTRO_AUDIT_KEY)"
+                }),
             ),
         ],
     );

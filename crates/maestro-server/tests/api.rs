@@ -15,7 +15,7 @@ every_endpoint_needs_a_token_its_scope_and_the_policy(b) {
     s.store().begin_run(&NewRun { pipeline: "hello".into(), ..NewRun::default() }).expect("run");
     let (nobody, _) = s.token(&[], &["*"]);
     let (unscoped, _) = s.token(&["admin"], &["nothing:here"]);
-    let (operator, _) = s.token(&["operator"], &["*"]);
+    let (admin, _) = s.token(&["admin"], &["*"]);
     assert!(ENDPOINTS.len() >= 3);
     for e in ENDPOINTS {
         let path = concrete(e.path);
@@ -30,11 +30,11 @@ every_endpoint_needs_a_token_its_scope_and_the_policy(b) {
         assert_eq!((status, body["error"]["code"].as_str()), (403, Some("forbidden")), "{e:?} for an actor without roles: {body}");
         assert!(message(&body).contains(e.action), "{body}");
         // Allowed: whatever the handler answers (an empty audit log is a 404, a missing
-        // parameter or an empty body a 400), never a refusal.
-        let (status, body, _) = s.call(e.method, &path, Some(&operator));
-        assert!(![401, 403].contains(&status), "{e:?} for an operator: {status} {body}");
+        // parameter, an empty body or a missing reason a 400), never a refusal.
+        let (status, body, _) = s.call(e.method, &path, Some(&admin));
+        assert!(![401, 403].contains(&status), "{e:?} for an admin: {status} {body}");
     }
-    let (status, _, _) = s.get("/api/v1/nothing", Some(&operator));
+    let (status, _, _) = s.get("/api/v1/nothing", Some(&admin));
     assert_eq!(status, 404);
     for p in maestro_server::api::PUBLIC {
         assert_eq!(s.get(p, None).0, 200, "{p} is a public probe");

@@ -255,3 +255,79 @@ fn the_manifest_lists_persisted_operations_and_the_matrix_catches_a_flipped_cell
     );
     assert!(t.contains("update the matrix"), "{t}");
 }
+
+#[test]
+fn the_conductor_signs_sensitive_actions_into_its_audit_log() {
+    let repo = Repo::new();
+    let admin = {
+        let out = repo.run(&[
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--actor",
+            "user:ops",
+            "--role",
+            "admin",
+            "--scope",
+            "tokens:write",
+            "--expires",
+            "1h",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let listed = repo.json(&["token", "list", "--json"]);
+    let id = listed[0]["id"].as_str().expect("id").to_owned();
+    let key = repo.run(&["audit", "key"]);
+    assert!(key.status.success(), "{}", text(&key));
+    let (_child, base, lines) = common::serve(&repo, &[]);
+    std::thread::spawn(move || for _ in lines {});
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let revoke = |reason: Option<&str>| {
+        let mut req = agent
+            .post(format!("{base}/api/v1/tokens/{id}/revoke"))
+            .header("Authorization", format!("Bearer {admin}"));
+        if let Some(r) = reason {
+            req = req.header("X-Maestro-Reason", r);
+        }
+        req.send_json(serde_json::json!({}))
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    assert_eq!(revoke(None), 400, "no reason, no action");
+    assert_eq!(
+        revoke(Some("offboarding ops")),
+        200,
+        "its own token, revoked by itself"
+    );
+    let list = repo.run(&["audit", "list"]);
+    let shown = text(&list);
+    assert!(list.status.success(), "{shown}");
+    assert!(
+        shown.contains("tokens.revoke") && shown.contains("offboarding ops"),
+        "{shown}"
+    );
+    let verify = repo.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "the conductor's entries verify: {}",
+        text(&verify)
+    );
+
+    // A key that is not the log's is refused at start.
+    let out = repo
+        .cmd(&["serve", "--listen", "127.0.0.1:0"])
+        .env(
+            "MAESTRO_AUDIT_KEY",
+            "PRIVATE+KEY+other.example/audit+00000000+AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+        )
+        .output()
+        .expect("serve");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("MAESTRO_AUDIT_KEY"), "{}", text(&out));
+}

@@ -52,6 +52,15 @@ impl Server {
 
     /// A server with these settings, on its own listener and store.
     pub fn configured(backend: &Backend, settings: Settings) -> Server {
+        Server::configured_with(backend, settings, |_| {})
+    }
+
+    /// As [`Server::configured`], with `tweak` applied to the validated configuration.
+    pub fn configured_with(
+        backend: &Backend,
+        settings: Settings,
+        tweak: impl FnOnce(&mut maestro_server::Config),
+    ) -> Server {
         let (location, guard): (String, Box<dyn std::any::Any>) = match backend {
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
@@ -65,13 +74,14 @@ impl Server {
                 (db.url.clone(), Box::new(db))
             }
         };
-        let config = Settings {
+        let mut config = Settings {
             listen: Some("127.0.0.1:0".into()),
             database: Some(location.clone()),
             ..settings
         }
         .validate("unused")
         .expect("valid settings");
+        tweak(&mut config);
         let state = AppState::open(&config).expect("open");
         let server =
             maestro_server::Background::start(state, &config, 2).expect("the server started");
@@ -173,9 +183,23 @@ impl Server {
 
     /// `POST path` with a JSON body.
     pub fn post(&self, path: &str, token: Option<&str>, body: &Value) -> (u16, Value) {
+        self.post_with(path, token, &[], body)
+    }
+
+    /// `POST path` with a JSON body and these headers.
+    pub fn post_with(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &Value,
+    ) -> (u16, Value) {
         let mut req = agent().post(format!("{}{path}", self.base));
         if let Some(t) = token {
             req = req.header("Authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
         }
         let (status, body, _) = answer(req.send_json(body).expect("the request completes"));
         (status, body)
