@@ -49,6 +49,22 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
             .map_err(|e| Failure::env(e, "Maestro's home directory must be writable"))?;
     }
     config.audit_key = audit_key(&paths, &config.database)?;
+    // Request spans go where the OpenTelemetry variables say; a wrong one stops the
+    // start, as any other configuration error does.
+    config.exporter =
+        maestro_telemetry::otlp::Exporter::from_env(|k| std::env::var(k).ok(), "maestro-conductor")
+            .map_err(|e| Failure::usage(e.to_string(), "see docs/telemetry.md"))?;
+    if let Ok(v) = std::env::var("OTEL_BSP_SCHEDULE_DELAY")
+        && !v.is_empty()
+    {
+        let ms: u64 = v.parse().ok().filter(|ms| (1..=600_000).contains(ms)).ok_or_else(|| {
+            Failure::usage(
+                format!("OTEL_BSP_SCHEDULE_DELAY `{v}` is not a number of milliseconds from 1 to 600000"),
+                "leave it unset for 5000",
+            )
+        })?;
+        config.span_delay = std::time::Duration::from_millis(ms);
+    }
     let state = AppState::open(&config).map_err(config_failure)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

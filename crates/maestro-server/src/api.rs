@@ -674,6 +674,15 @@ pub fn authorize(
     kind: &'static str,
 ) -> Result<Authorized, ApiError> {
     if !actor.has_scope(scope) {
+        crate::log::event(
+            "warn",
+            "denied",
+            &[
+                ("actor", json!(actor.id)),
+                ("action", json!(action)),
+                ("missing_scope", json!(scope)),
+            ],
+        );
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "insufficient_scope",

@@ -69,6 +69,10 @@ pub struct Config {
     /// The audit log's signing key for sensitive actions (never from the file: the CLI
     /// reads `MAESTRO_AUDIT_KEY` or the key file).
     pub audit_key: Option<std::sync::Arc<maestro_audit::LogKey>>,
+    /// Where request spans are exported (the CLI reads `OTEL_EXPORTER_OTLP_*`).
+    pub exporter: Option<maestro_telemetry::otlp::Exporter>,
+    /// The longest a finished span waits for export (`OTEL_BSP_SCHEDULE_DELAY`).
+    pub span_delay: std::time::Duration,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -232,6 +236,8 @@ impl Settings {
             oidc,
             reaper,
             audit_key: None,
+            exporter: None,
+            span_delay: crate::tracing::DEFAULT_DELAY,
         })
     }
 }

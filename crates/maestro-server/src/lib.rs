@@ -22,6 +22,7 @@ pub mod oidc;
 pub mod persisted;
 pub mod pool;
 pub mod remote;
+pub mod tracing;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,6 +76,10 @@ pub struct AppState {
     /// The key sensitive actions' audit entries are signed with; without one they are
     /// refused.
     pub audit_key: Option<Arc<maestro_audit::LogKey>>,
+    /// Where request spans go, once [`serve`] started the exporter (when configured).
+    pub spans: std::sync::OnceLock<tracing::Spans>,
+    exporter: Option<maestro_telemetry::otlp::Exporter>,
+    span_delay: std::time::Duration,
 }
 
 impl AppState {
@@ -121,6 +126,9 @@ impl AppState {
             metrics: metrics::Metrics::default(),
             reaper: config.reaper,
             audit_key: config.audit_key.clone(),
+            spans: std::sync::OnceLock::new(),
+            exporter: config.exporter.clone(),
+            span_delay: config.span_delay,
         }))
     }
 }
@@ -201,6 +209,9 @@ pub async fn serve(
             ),
         ],
     );
+    if let Some(e) = state.exporter.clone() {
+        let _ = state.spans.set(tracing::Spans::start(e, state.span_delay));
+    }
     // Each conductor is a candidate for the reaper's lease; one holds it at a time.
     let reaper = remote::spawn_reaper(Arc::clone(&state), holder_id(&addr), state.reaper);
     let served = axum::serve(listener, api::router(state))

@@ -80,9 +80,37 @@ pub async fn layer(State(state): State<Arc<AppState>>, req: Request, next: Next)
         Some(c) => c.with_span(SpanId::random()),
         None => TraceParent::root(),
     };
-    let mut resp = next.run(req).await;
+    let start_ns = maestro_telemetry::now_ns();
+    let mut resp = crate::tracing::scope(context, next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&context.to_string()) {
         resp.headers_mut().insert("traceresponse", v);
+    }
+    let status = resp.status().as_u16();
+    if let Some(spans) = state.spans.get()
+        && context.flags & 1 == 1
+    {
+        spans.record(maestro_telemetry::Span {
+            trace_id: context.trace_id,
+            span_id: context.span_id,
+            parent: caller.map(|c| c.span_id),
+            name: format!("{method} {route}"),
+            kind: maestro_telemetry::SpanKind::Server,
+            start_ns,
+            end_ns: maestro_telemetry::now_ns(),
+            attributes: vec![
+                ("http.request.method".to_owned(), method.as_str().into()),
+                ("http.route".to_owned(), route.as_str().into()),
+                (
+                    "http.response.status_code".to_owned(),
+                    i64::from(status).into(),
+                ),
+            ],
+            status: if status >= 500 {
+                maestro_telemetry::Status::Error(format!("HTTP {status}"))
+            } else {
+                maestro_telemetry::Status::Unset
+            },
+        });
     }
     state
         .metrics
@@ -90,7 +118,7 @@ pub async fn layer(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .get_or_create(&RequestLabels {
             route,
             method,
-            status: resp.status().as_u16(),
+            status,
         })
         .observe(started.elapsed().as_secs_f64());
     resp

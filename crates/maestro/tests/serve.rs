@@ -76,8 +76,21 @@ fn a_token_reads_runs_from_the_conductor_until_it_is_revoked_and_sigterm_stops_i
         (200, Some("hello")),
         "{detail}"
     );
-    // The viewer token has no session:read scope.
+    // The viewer token has no session:read scope. The refusal is logged with the
+    // request's trace.
     assert_eq!(get(&format!("{base}/api/v1/whoami"), Some(&secret)).0, 403);
+    let traced = ureq::get(format!("{base}/api/v1/whoami"))
+        .header("Authorization", format!("Bearer {secret}"))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .config()
+        .http_status_as_error(false)
+        .build()
+        .call()
+        .expect("request");
+    assert_eq!(traced.status().as_u16(), 403);
 
     let revoked = repo.run(&["token", "revoke", &id]);
     assert!(revoked.status.success(), "{}", text(&revoked));
@@ -99,6 +112,19 @@ fn a_token_reads_runs_from_the_conductor_until_it_is_revoked_and_sigterm_stops_i
     assert!(
         rest.iter().any(|l| l.contains("conductor stopped")),
         "{rest:?}"
+    );
+    let denied: Vec<serde_json::Value> = rest
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["msg"] == "denied")
+        .collect();
+    assert!(
+        denied
+            .iter()
+            .any(|v| v["trace_id"] == "4bf92f3577b34da6a3ce929d0e0e4736"
+                && v["missing_scope"] == "session:read"
+                && v["span_id"].as_str().is_some_and(|s| s.len() == 16)),
+        "the log line carries the request's trace: {denied:?}"
     );
     assert!(
         !rest.iter().any(|l| l.contains(&secret)),
