@@ -5,56 +5,12 @@
 #[macro_use]
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::mpsc;
-
 use common::{Backend, Server};
 use maestro_server::Settings;
 
-/// Accepts OTLP/HTTP exports; hands over (path, body).
-fn receiver() -> (String, mpsc::Receiver<(String, String)>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("request line");
-            let path = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let mut len = 0usize;
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).expect("header");
-                let h = h.trim_end();
-                if h.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':')
-                    && k.eq_ignore_ascii_case("content-length")
-                {
-                    len = v.trim().parse().expect("length");
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).expect("body");
-            let mut conn = conn;
-            let _ = conn
-                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}");
-            let _ = tx.send((path, String::from_utf8(body).expect("utf-8")));
-        }
-    });
-    (base, rx)
-}
-
 #[test]
 fn requests_are_exported_as_server_spans_under_the_callers_span() {
-    let (endpoint, exports) = receiver();
+    let (endpoint, exports) = maestro_telemetry::testing::receiver();
     let exporter = maestro_telemetry::otlp::Exporter::from_env(
         |k| (k == "OTEL_EXPORTER_OTLP_ENDPOINT").then(|| endpoint.clone()),
         "maestro-conductor",
@@ -75,7 +31,7 @@ fn requests_are_exported_as_server_spans_under_the_callers_span() {
     let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
     let _ = s.get_text("/api/v1/whoami", &viewer, Some(unsampled));
 
-    let (path, body) = exports
+    let (path, _, body) = exports
         .recv_timeout(std::time::Duration::from_secs(20))
         .expect("an export within the schedule delay");
     assert_eq!(path, "/v1/traces");

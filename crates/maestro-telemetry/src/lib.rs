@@ -9,6 +9,8 @@
 mod context;
 pub mod otlp;
 mod span;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use context::{ContextError, SpanId, TraceId, TraceParent};
 pub use span::{Attr, Span, SpanKind, Status, now_ns};

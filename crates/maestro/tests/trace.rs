@@ -5,55 +5,10 @@
 mod common;
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::sync::mpsc;
 
 use common::Repo;
+use maestro_telemetry::testing::receiver;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-
-/// Accepts one OTLP/HTTP export and hands over (path, content type, body).
-fn receiver() -> (String, mpsc::Receiver<(String, String, String)>) {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let base = format!("http://{}", listener.local_addr().expect("addr"));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for conn in listener.incoming() {
-            let Ok(conn) = conn else { continue };
-            let mut reader = BufReader::new(conn.try_clone().expect("clone"));
-            let mut line = String::new();
-            reader.read_line(&mut line).expect("request line");
-            let path = line
-                .split_whitespace()
-                .nth(1)
-                .unwrap_or_default()
-                .to_owned();
-            let (mut len, mut ctype) = (0usize, String::new());
-            loop {
-                let mut h = String::new();
-                reader.read_line(&mut h).expect("header");
-                let h = h.trim_end();
-                if h.is_empty() {
-                    break;
-                }
-                if let Some((k, v)) = h.split_once(':') {
-                    match k.to_ascii_lowercase().as_str() {
-                        "content-length" => len = v.trim().parse().expect("length"),
-                        "content-type" => ctype = v.trim().to_owned(),
-                        _ => {}
-                    }
-                }
-            }
-            let mut body = vec![0; len];
-            reader.read_exact(&mut body).expect("body");
-            let mut conn = conn;
-            let _ = conn.write_all(
-                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}",
-            );
-            let _ = tx.send((path, ctype, String::from_utf8(body).expect("utf-8")));
-        }
-    });
-    (base, rx)
-}
 
 #[test]
 fn a_run_exports_its_span_tree_and_jobs_see_their_traceparent() {
