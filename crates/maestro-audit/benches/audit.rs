@@ -44,6 +44,7 @@ fn entry(n: u64) -> NewEntry {
             run: Some(i64::try_from(n / 10).unwrap_or(0)),
             ..Links::default()
         },
+        tenant: None,
     }
 }
 

@@ -51,6 +51,7 @@ pub(crate) struct Stored {
     pub result: String,
     pub run: Option<i64>,
     pub artifact: Option<String>,
+    pub tenant: String,
     pub body: Vec<u8>,
 }
 
@@ -62,6 +63,8 @@ pub struct Query {
     pub target: Option<String>,
     pub run: Option<i64>,
     pub artifact: Option<String>,
+    /// Only this tenant's entries (entries that name none are [`crate::entry::DEFAULT_TENANT`]'s).
+    pub tenant: Option<String>,
     pub since_us: Option<i64>,
     /// Only entries below this index (paging backwards).
     pub before: Option<u64>,
@@ -87,7 +90,7 @@ pub(crate) fn i(u: u64) -> i64 {
 
 /// The entry columns, in [`Stored`] order.
 pub(crate) const COLUMNS: &str =
-    "idx, time_us, actor, action, target, result, run_id, artifact, body";
+    "idx, time_us, actor, action, target, result, run_id, artifact, tenant, body";
 
 pub(crate) const FAILPOINT_ENV: &str = "MAESTRO_AUDIT_FAILPOINT";
 

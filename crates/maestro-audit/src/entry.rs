@@ -17,6 +17,8 @@ pub const ENTRY_VERSION: u32 = 1;
 pub const MAX_ENTRY_BYTES: usize = 64 * 1024;
 /// The longest reason accepted.
 pub const MAX_REASON_BYTES: usize = 4096;
+/// The tenant of an entry that names none.
+pub const DEFAULT_TENANT: &str = "default";
 /// What a redacted parameter value becomes.
 pub const REDACTED: &str = "[redacted]";
 
@@ -129,6 +131,9 @@ pub struct NewEntry {
     pub reason: Option<String>,
     pub result: Outcome,
     pub links: Links,
+    /// The tenant the action belongs to (a conductor's actor's tenant); `None` for local
+    /// commands, which belong to the default tenant.
+    pub tenant: Option<String>,
 }
 
 /// A written entry, exactly as hashed.
@@ -145,6 +150,10 @@ pub struct Entry {
     pub reason: Option<String>,
     pub result: Outcome,
     pub target: String,
+    /// Absent on entries written before tenants were recorded, and on local commands':
+    /// both are the default tenant's ([`DEFAULT_TENANT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
     /// UTC, microseconds, RFC 3339: `2026-11-23T09:14:03.120456Z`. Never earlier than the
     /// entry before it.
     pub time: String,
@@ -152,6 +161,12 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The tenant the entry belongs to.
+    #[must_use]
+    pub fn tenant(&self) -> &str {
+        self.tenant.as_deref().unwrap_or(DEFAULT_TENANT)
+    }
+
     /// The canonical (JCS) bytes: what is stored and hashed.
     ///
     /// # Errors
@@ -276,9 +291,14 @@ impl NewEntry {
             ));
         }
         for (field, value, max) in [
-            ("actor.id", &self.actor.id, 256),
-            ("actor.via", &self.actor.via, 64),
-            ("target", &self.target, 1024),
+            ("actor.id", self.actor.id.as_str(), 256),
+            ("actor.via", self.actor.via.as_str(), 64),
+            ("target", self.target.as_str(), 1024),
+            (
+                "tenant",
+                self.tenant.as_deref().unwrap_or(DEFAULT_TENANT),
+                128,
+            ),
         ] {
             if value.trim().is_empty() {
                 return Err(invalid(field, "is empty".to_owned()));
@@ -323,6 +343,7 @@ impl NewEntry {
             reason: reason.map(str::to_owned),
             result: self.result,
             links: self.links.clone(),
+            tenant: self.tenant.clone(),
         };
         let bytes = entry.canonical()?;
         if bytes.len() > MAX_ENTRY_BYTES {
@@ -428,6 +449,7 @@ mod tests {
             reason: reason.map(str::to_owned),
             result: Outcome::Success,
             links: Links::default(),
+            tenant: None,
         }
     }
 

@@ -327,6 +327,7 @@ impl Log {
             reason: Some(reason.to_owned()),
             result: Outcome::Success,
             links: Links::default(),
+            tenant: None,
         };
         let plan = self.backend.append(
             &mut |head| plan(head, std::slice::from_ref(&e), old, Some(new)),

@@ -15,7 +15,15 @@ use crate::tree::Frontier;
 /// The advisory lock key serialising appends (any constant shared by all conductors).
 const APPEND_LOCK: i64 = 0x6d61_6573_7472_6f41; // "maestroA"
 
-const SCHEMA: &[&str] = &[r"
+/// Schema 2: the tenant an entry belongs to, as a column for queries (entries written
+/// before it belong to the default tenant, which is what they say: no `tenant` field).
+const SCHEMA_TENANT: &str = r"
+    ALTER TABLE audit_entries ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX audit_by_tenant ON audit_entries(tenant, idx);
+    ";
+
+const SCHEMA: &[&str] = &[
+    r"
     CREATE TABLE audit_entries (
         idx BIGINT PRIMARY KEY,
         time_us BIGINT NOT NULL,
@@ -80,7 +88,9 @@ const SCHEMA: &[&str] = &[r"
         FOR EACH STATEMENT EXECUTE FUNCTION maestro_audit_refuse();
     CREATE TRIGGER audit_checkpoints_grow BEFORE INSERT ON audit_checkpoints
         FOR EACH ROW EXECUTE FUNCTION maestro_audit_grow();
-    "];
+    ",
+    SCHEMA_TENANT,
+];
 
 pub(crate) struct Pg {
     client: Client,
@@ -105,7 +115,8 @@ fn stored(r: &postgres::Row) -> Stored {
         result: r.get(5),
         run: r.get(6),
         artifact: r.get(7),
-        body: r.get(8),
+        tenant: r.get(8),
+        body: r.get(9),
     }
 }
 
@@ -113,16 +124,16 @@ const READ_HASHES: &str = "SELECT idx, hash FROM audit_hashes WHERE idx = ANY($1
 const LOCK: &str = "SELECT pg_advisory_xact_lock($1)";
 const LAST: &str = "SELECT idx, time_us FROM audit_entries ORDER BY idx DESC LIMIT 1";
 const META: &str = "SELECT value FROM audit_meta WHERE key = $1";
-const INSERT_ENTRIES: &str = "INSERT INTO audit_entries (idx, time_us, actor, action, target, result, run_id, artifact, body)
-     SELECT a, b, c, d, e, f, g, h, i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
-                          $6::text[], $7::bigint[], $8::text[], $9::bytea[])
-         WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, o) ORDER BY o";
+const INSERT_ENTRIES: &str = "INSERT INTO audit_entries (idx, time_us, actor, action, target, result, run_id, artifact, tenant, body)
+     SELECT a, b, c, d, e, f, g, h, j, i FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[],
+                          $6::text[], $7::bigint[], $8::text[], $9::bytea[], $10::text[])
+         WITH ORDINALITY AS t(a, b, c, d, e, f, g, h, i, j, o) ORDER BY o";
 const INSERT_HASHES: &str = "INSERT INTO audit_hashes (idx, hash)
      SELECT a, b FROM unnest($1::bigint[], $2::bytea[]) WITH ORDINALITY AS t(a, b, o) ORDER BY o";
 const INSERT_CHECKPOINT: &str =
     "INSERT INTO audit_checkpoints (size, note, created_us) VALUES ($1, $2, $3)";
 const LATEST: &str = "SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1";
-const ENTRIES: &str = "SELECT idx, time_us, actor, action, target, result, run_id, artifact, body FROM audit_entries WHERE idx >= $1 ORDER BY idx LIMIT $2";
+const ENTRIES: &str = "SELECT idx, time_us, actor, action, target, result, run_id, artifact, tenant, body FROM audit_entries WHERE idx >= $1 ORDER BY idx LIMIT $2";
 
 fn read_hashes_on(
     c: &mut impl postgres::GenericClient,
@@ -249,7 +260,8 @@ impl Backend for Pg {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
-        let (mut run, mut artifact, mut body) = (
+        let (mut run, mut artifact, mut tenant, mut body) = (
+            Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
             Vec::with_capacity(n),
@@ -264,12 +276,13 @@ impl Backend for Pg {
             result.push(e.result.as_str());
             run.push(e.links.run);
             artifact.push(e.links.artifact.as_deref());
+            tenant.push(e.tenant());
             body.push(r.body.as_slice());
         }
         tx.execute(
             &ins_e,
             &[
-                &idx, &time, &actor, &action, &target, &result, &run, &artifact, &body,
+                &idx, &time, &actor, &action, &target, &result, &run, &artifact, &body, &tenant,
             ],
         )
         .map_err(|e| pg(&e))?;
@@ -392,6 +405,9 @@ impl Backend for Pg {
         }
         if let Some(a) = &q.artifact {
             add("artifact =", Box::new(a.clone()));
+        }
+        if let Some(t) = &q.tenant {
+            add("tenant =", Box::new(t.clone()));
         }
         if let Some(s) = q.since_us {
             add("time_us >=", Box::new(s));

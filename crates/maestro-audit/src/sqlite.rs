@@ -15,7 +15,15 @@ use crate::backend::{
 use crate::tree::Frontier;
 
 /// Schema versions, kept in `audit_meta.schema`. Never edit a released one: add one.
-const SCHEMA: &[&str] = &[r"
+/// Schema 2: the tenant an entry belongs to, as a column for queries (entries written
+/// before it belong to the default tenant, which is what they say: no `tenant` field).
+const SCHEMA_TENANT: &str = r"
+    ALTER TABLE audit_entries ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default';
+    CREATE INDEX audit_by_tenant ON audit_entries(tenant, idx);
+    ";
+
+const SCHEMA: &[&str] = &[
+    r"
     CREATE TABLE audit_entries (
         idx INTEGER PRIMARY KEY,
         time_us INTEGER NOT NULL,
@@ -58,7 +66,9 @@ const SCHEMA: &[&str] = &[r"
     CREATE TRIGGER audit_checkpoints_grow BEFORE INSERT ON audit_checkpoints
         WHEN NEW.size <= COALESCE((SELECT max(size) FROM audit_checkpoints), 0)
         BEGIN SELECT RAISE(ABORT, 'audit checkpoints only grow'); END;
-    "];
+    ",
+    SCHEMA_TENANT,
+];
 
 /// The SQLite log store.
 #[derive(Debug)]
@@ -166,7 +176,8 @@ impl Sqlite {
             result: r.get(5)?,
             run: r.get(6)?,
             artifact: r.get(7)?,
-            body: r.get(8)?,
+            tenant: r.get(8)?,
+            body: r.get(9)?,
         })
     }
 }
@@ -203,8 +214,8 @@ impl Backend for Sqlite {
         let plan = plan(head)?;
         {
             let mut ins = tx.prepare_cached(
-                "INSERT INTO audit_entries (idx, time_us, actor, action, target, result, run_id, artifact, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO audit_entries (idx, time_us, actor, action, target, result, run_id, artifact, tenant, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for row in &plan.rows {
                 let e = &row.entry;
@@ -217,6 +228,7 @@ impl Backend for Sqlite {
                     e.result.as_str(),
                     e.links.run,
                     e.links.artifact,
+                    e.tenant(),
                     row.body,
                 ])?;
             }
@@ -338,6 +350,9 @@ impl Backend for Sqlite {
         }
         if let Some(a) = &q.artifact {
             add("artifact =", a.clone().into());
+        }
+        if let Some(t) = &q.tenant {
+            add("tenant =", t.clone().into());
         }
         if let Some(s) = q.since_us {
             add("time_us >=", s.into());

@@ -492,6 +492,7 @@ fn columns(s: &Stored, e: &Entry, time_us: Option<i64>, out: &mut Vec<String>) {
             &s.result,
             e.result.as_str(),
         ),
+        ("tenant", s.tenant == e.tenant(), &s.tenant, e.tenant()),
     ];
     for (name, same, stored, said) in checks {
         if !same {

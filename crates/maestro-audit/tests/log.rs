@@ -634,3 +634,88 @@ fn queries_filter_and_page() {
         assert_eq!(by_run[0].links.run, Some(7));
     });
 }
+
+#[test]
+fn entries_belong_to_a_tenant_and_queries_keep_to_one() {
+    both(|store| {
+        let mut log = store.open();
+        let k = key();
+        for n in 0..6 {
+            let mut e = entry(n);
+            e.tenant = (n % 2 == 1).then(|| "acme".to_owned());
+            log.append(&k, &e).expect("append");
+        }
+        let of = |log: &mut Log, tenant: &str| -> Vec<u64> {
+            log.list(&Query {
+                tenant: Some(tenant.to_owned()),
+                limit: 100,
+                ..Query::default()
+            })
+            .expect("list")
+            .iter()
+            .map(|e| e.index)
+            .collect()
+        };
+        assert_eq!(of(&mut log, "acme"), [5, 3, 1]);
+        assert_eq!(of(&mut log, "default"), [4, 2, 0]);
+        assert!(of(&mut log, "globex").is_empty());
+        let (e, body) = log.entry(3).expect("entry");
+        assert_eq!(e.tenant(), "acme");
+        assert!(String::from_utf8_lossy(&body).contains(r#""tenant":"acme""#));
+        // An entry without a tenant has no `tenant` field: its bytes (and hash) are what
+        // they were before tenants were recorded.
+        let (e, body) = log.entry(2).expect("entry");
+        assert_eq!(e.tenant(), "default");
+        assert!(!String::from_utf8_lossy(&body).contains("tenant"));
+        assert!(
+            log.verify(&trust(&k), &[])
+                .expect("verify")
+                .problems
+                .is_empty()
+        );
+
+        // The column is checked against the entry like the others.
+        store.unlock();
+        store
+            .exec(
+                "UPDATE audit_entries SET tenant = 'acme' WHERE idx = 4",
+                None,
+            )
+            .expect("tamper");
+        let (bad, problems) = first_bad(store, &k);
+        assert_eq!(bad, Some(4), "{problems:?}");
+        assert!(problems[0].contains("`tenant` column"), "{problems:?}");
+    });
+}
+
+#[test]
+fn a_log_from_before_tenants_is_upgraded_in_place() {
+    both(|store| {
+        let (log, k) = filled(store, 4);
+        drop(log);
+        // Back to schema 1: no tenant column.
+        store
+            .exec(
+                "DROP INDEX audit_by_tenant; ALTER TABLE audit_entries DROP COLUMN tenant;
+                 UPDATE audit_meta SET value = '1' WHERE key = 'schema';",
+                None,
+            )
+            .expect("downgrade");
+        let mut log = store.open();
+        assert!(
+            log.verify(&trust(&k), &[])
+                .expect("verify")
+                .problems
+                .is_empty()
+        );
+        let mine = log
+            .list(&Query {
+                tenant: Some("default".to_owned()),
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("list");
+        assert_eq!(mine.len(), 4);
+        log.append(&k, &entry(4)).expect("append after the upgrade");
+    });
+}

@@ -363,6 +363,9 @@ pub(crate) struct AuditListArgs {
     pub run: Option<i64>,
     #[arg(long)]
     pub artifact: Option<String>,
+    /// Only this tenant's entries (local commands' are `default`'s).
+    #[arg(long)]
+    pub tenant: Option<String>,
     /// Only entries newer than this: a duration (24h, 7d) or an RFC 3339 time.
     #[arg(long)]
     pub since: Option<String>,

@@ -311,6 +311,7 @@ impl Recorder {
                 parent,
                 ..maestro_audit::Links::default()
             },
+            tenant: None,
         })
     }
 }

@@ -145,6 +145,7 @@ fn append(a: &AuditAppendArgs) -> Result<u8, Failure> {
             trace: a.trace.clone().or_else(trace_from_env),
             parent: None,
         },
+        tenant: None,
     };
     // Check before a key is created for a new log.
     entry.seal(0, 0).map_err(failed)?;
@@ -200,6 +201,7 @@ fn list(a: &AuditListArgs) -> Result<u8, Failure> {
         target: a.target.clone(),
         run: a.run,
         artifact: a.artifact.clone(),
+        tenant: a.tenant.clone(),
         since_us: a.since.as_deref().map(since).transpose()?,
         before: a.before,
         limit: a.limit.clamp(1, 10_000),

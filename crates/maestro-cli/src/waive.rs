@@ -149,6 +149,7 @@ impl Waiving {
                     job: u.job.clone(),
                     ..maestro_audit::Links::default()
                 },
+                tenant: None,
             })
             .collect();
         let mut log = crate::audit::open(paths, None)?;

@@ -570,6 +570,7 @@ impl Audited {
             reason: Some(reason),
             result: maestro_audit::Outcome::Started,
             links: maestro_audit::Links::default(),
+            tenant: Some(auth.actor.tenant.clone()),
         };
         let first = entry.clone();
         let k = Arc::clone(&key);
@@ -791,9 +792,6 @@ async fn readyz(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-/// The tenant of what carries none yet (audit entries): runs' default tenant.
-pub(crate) const RUN_TENANT: &str = "default";
-
 /// A run as the policy sees it: its pipeline is the service, and its own tenant.
 pub(crate) fn run_resource(r: &maestro_store::RunRow) -> Resource {
     Resource {
@@ -817,12 +815,14 @@ fn whoami(ctx: Ctx) -> Answer {
     })
 }
 
-/// The audit log as a resource (entries carry no tenant yet: the runs' tenant).
-fn audit_resource(id: Option<String>) -> Resource {
+/// The audit log as a resource: one entry is its tenant's; the log's signed head and
+/// consistency proofs (sizes and hashes, no content) are readable by every tenant's
+/// auditors, as the actor's own tenant's view of the one log.
+fn audit_resource(id: Option<String>, tenant: &str) -> Resource {
     Resource {
         kind: "audit",
         id,
-        tenant: RUN_TENANT.to_owned(),
+        tenant: tenant.to_owned(),
         ..Resource::default()
     }
 }
@@ -874,7 +874,7 @@ fn audit_checkpoint(ctx: Ctx) -> Answer {
             })?;
         let (size, checkpoint) = latest;
         ctx.auth.release(
-            &audit_resource(None),
+            &audit_resource(None, &ctx.auth.actor.tenant),
             json!({"size": size, "checkpoint": checkpoint}),
         )
     })
@@ -891,15 +891,17 @@ fn audit_proof(ctx: Ctx) -> Answer {
             .parse()
             .map_err(|_| bad_request(format!("entry index `{raw}` is not a number")))?;
         let size = number(&ctx, "size")?;
-        let proof = ctx
+        let (entry, proof) = ctx
             .auth
             .state
             .audit
-            .with(move |log| log.prove(index, size))
+            .with(move |log| Ok((log.entry(index)?.0, log.prove(index, size)?)))
             .await
             .map_err(|e| audit_error(&e))?;
-        ctx.auth
-            .release(&audit_resource(Some(index.to_string())), proof)
+        ctx.auth.release(
+            &audit_resource(Some(index.to_string()), entry.tenant()),
+            proof,
+        )
     })
 }
 
@@ -915,7 +917,8 @@ fn audit_consistency(ctx: Ctx) -> Answer {
             .with(move |log| log.consistency(from, to))
             .await
             .map_err(|e| audit_error(&e))?;
-        ctx.auth.release(&audit_resource(None), proof)
+        ctx.auth
+            .release(&audit_resource(None, &ctx.auth.actor.tenant), proof)
     })
 }
 

@@ -233,6 +233,7 @@ impl Query {
         let q = maestro_audit::Query {
             before,
             limit: list_limit(limit)?,
+            tenant: Some(auth.actor.tenant.clone()),
             ..maestro_audit::Query::default()
         };
         let entries = auth
@@ -255,7 +256,7 @@ impl Query {
         let kept = auth.keep(entries, |e| Resource {
             kind: "audit",
             id: Some(e.index.to_string()),
-            tenant: api::RUN_TENANT.to_owned(),
+            tenant: e.tenant().to_owned(),
             ..Resource::default()
         });
         Ok(kept

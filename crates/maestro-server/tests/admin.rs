@@ -100,6 +100,26 @@ admins_manage_their_tenants_tokens_with_a_reason_on_the_record(b) {
     assert!(log.iter().all(|e| e.actor.id == "user:admin" && e.reason.as_deref() == Some(WHY.1)), "{log:?}");
     assert_eq!(log[5].params["status"], 200);
     assert!(!format!("{log:?}").contains(&secret), "the secret is never audited");
+    assert!(log.iter().all(|e| e.tenant() == "acme"), "acme's actions are acme's entries");
+
+    // Each tenant's auditors read their own tenant's entries, and the log-wide head.
+    let (acme_viewer, _) = s.token_in("acme", &["viewer"], &["audit:read"], 3_600_000);
+    let (default_viewer, _) = s.token(&["viewer"], &["audit:read"]);
+    let listed = |token: &str| -> Vec<u64> {
+        let (status, body) = s.graphql(token, &json!({"query": "{ auditEntries(limit: 100) { index } }"}));
+        assert_eq!(status, 200, "{body}");
+        body["data"]["auditEntries"].as_array().expect("entries").iter().filter_map(|e| e["index"].as_u64()).collect()
+    };
+    assert_eq!(listed(&acme_viewer), (0..10).rev().collect::<Vec<u64>>());
+    assert!(listed(&default_viewer).is_empty(), "not another tenant's entries");
+    let (status, proof, _) = s.get("/api/v1/audit/entries/3/proof", Some(&acme_viewer));
+    assert_eq!((status, proof["index"].as_u64()), (200, Some(3)), "{proof}");
+    let (status, _, _) = s.get("/api/v1/audit/entries/3/proof", Some(&default_viewer));
+    assert_eq!(status, 404, "another tenant's entry is not there");
+    for token in [&acme_viewer, &default_viewer] {
+        let (status, head, _) = s.get("/api/v1/audit/checkpoint", Some(token));
+        assert_eq!((status, head["size"].as_u64()), (200, Some(10)), "{head}");
+    }
 }
 
 sensitive_actions_are_refused_without_an_audit_key_and_to_non_admins(b) {

@@ -131,6 +131,7 @@ audit_checkpoints_and_proofs_are_served_and_verify_offline(b) {
                 reason: Some("INC-1: test".into()),
                 result: maestro_audit::Outcome::Success,
                 links: maestro_audit::Links::default(),
+                tenant: None,
             },
         )
         .expect("append");
@@ -160,9 +161,10 @@ audit_checkpoints_and_proofs_are_served_and_verify_offline(b) {
     ] {
         assert_eq!(s.get(path, Some(&reader)).0, code, "{path}");
     }
-    // Another tenant's reader sees no log.
+    // Another tenant's reader sees the log-wide head (sizes and hashes), not the entries.
     let (outsider, _) = s.token_in("globex", &["viewer"], &["audit:read"], 60_000);
-    assert_eq!(s.get("/api/v1/audit/checkpoint", Some(&outsider)).0, 404);
+    assert_eq!(s.get("/api/v1/audit/checkpoint", Some(&outsider)).0, 200);
+    assert_eq!(s.get("/api/v1/audit/entries/1/proof", Some(&outsider)).0, 404);
 }
 
 runs_are_listed_and_read_within_the_actors_tenant(b) {

@@ -295,6 +295,8 @@ fn the_conductor_signs_sensitive_actions_into_its_audit_log() {
             "user:ops",
             "--role",
             "admin",
+            "--tenant",
+            "acme",
             "--scope",
             "tokens:write",
             "--expires",
@@ -331,12 +333,18 @@ fn the_conductor_signs_sensitive_actions_into_its_audit_log() {
         200,
         "its own token, revoked by itself"
     );
-    let list = repo.run(&["audit", "list"]);
+    let list = repo.run(&["audit", "list", "--tenant", "acme"]);
     let shown = text(&list);
     assert!(list.status.success(), "{shown}");
     assert!(
         shown.contains("tokens.revoke") && shown.contains("offboarding ops"),
         "{shown}"
+    );
+    let other = repo.run(&["audit", "list", "--tenant", "default"]);
+    assert!(
+        text(&other).contains("no audit entries match"),
+        "the admin's tenant's entries only: {}",
+        text(&other)
     );
     let verify = repo.run(&["audit", "verify"]);
     assert!(

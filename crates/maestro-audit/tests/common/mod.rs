@@ -35,6 +35,7 @@ pub fn entry(n: u64) -> NewEntry {
             run: Some(i64::try_from(n).expect("n")),
             ..Links::default()
         },
+        tenant: None,
     }
 }
 
