@@ -120,6 +120,27 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ApiCommand,
     },
+    /// Service level objectives (OpenSLO v1).
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum SloCommand {
+    /// Print the Prometheus rule file for OpenSLO v1 SLOs: the error ratio over every
+    /// window, the error budget, and multi-window, multi-burn-rate alerts (page: 14.4× over
+    /// 1h and 5m, 6× over 6h and 30m; ticket: 3× over 1d and 2h, 1× over 3d and 6h; windows
+    /// scaled for periods other than 30 days).
+    Rules {
+        /// OpenSLO files (SLO and SLI documents; an indicatorRef may name an SLI in any).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Write the rule file here (atomically) instead of standard output.
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -21,6 +21,7 @@ mod cmd_sca;
 mod cmd_secrets;
 mod cmd_serve;
 mod cmd_sign;
+mod cmd_slo;
 mod exit;
 mod remote;
 mod render;
@@ -82,6 +83,7 @@ pub fn main() -> ExitCode {
         Command::Serve(a) => cmd_serve::serve(&a),
         Command::Token { command } => cmd_serve::token(&command),
         Command::Api { command } => cmd_serve::api(&command),
+        Command::Slo { command } => cmd_slo::slo(&command),
     };
     match result {
         Ok(code) => exit::code(code),
