@@ -16,52 +16,15 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
-use std::process::Command;
 use std::sync::Arc;
+
+use maestro_bench::{Load, Script, Wrk, middle};
 
 use maestro_server::auth::issue;
 use maestro_server::authz::Policy;
 use maestro_server::{AppState, Settings, persisted};
 use maestro_store::pg::Throwaway;
 use maestro_store::{Batch, JobRow, NewRun, RunStatus, TokenRow};
-
-struct Args {
-    duration: u32,
-    connections: u32,
-    rounds: usize,
-    rate: u32,
-    pg: bool,
-}
-
-fn args() -> Args {
-    let mut a = Args {
-        duration: 10,
-        connections: 500,
-        rounds: 3,
-        rate: 1000,
-        pg: true,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(x) = it.next() {
-        match x.as_str() {
-            "--duration" => a.duration = it.next().and_then(|v| v.parse().ok()).unwrap_or(10),
-            "--connections" => {
-                a.connections = it.next().and_then(|v| v.parse().ok()).unwrap_or(500);
-            }
-            "--rounds" => a.rounds = it.next().and_then(|v| v.parse().ok()).unwrap_or(3).max(1),
-            "--rate" => {
-                a.rate = it
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1000)
-                    .max(1)
-            }
-            "--no-pg" => a.pg = false,
-            _ => {}
-        }
-    }
-    a
-}
 
 /// 200 runs of 6 jobs each, and a viewer token; the token's secret.
 fn populate(location: &str) -> String {
@@ -130,116 +93,6 @@ fn start(location: &str, policy: Policy) -> maestro_server::Background {
     maestro_server::Background::start(state, &config, 2).expect("the conductor started")
 }
 
-#[derive(Debug, Clone, Copy, Default)]
-struct Load {
-    rps: f64,
-    p50_ms: f64,
-    p99_ms: f64,
-    errors: u64,
-}
-
-fn ms(v: &str) -> f64 {
-    let v = v.trim();
-    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
-        (n, 0.001)
-    } else if let Some(n) = v.strip_suffix("ms") {
-        (n, 1.0)
-    } else if let Some(n) = v.strip_suffix('s') {
-        (n, 1000.0)
-    } else {
-        (v, 1.0)
-    };
-    num.parse::<f64>().unwrap_or(f64::NAN) * scale
-}
-
-fn wrk(url: &str, token: &str, a: &Args) -> Load {
-    wrk_with(token, a, &[url.to_owned()])
-}
-
-fn wrk_with(token: &str, a: &Args, tail: &[String]) -> Load {
-    let out = Command::new("wrk")
-        .args([
-            "-t2",
-            &format!("-c{}", a.connections),
-            &format!("-d{}s", a.duration),
-            "--latency",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-        ])
-        .args(tail)
-        .output()
-        .expect("wrk runs (apt-get install wrk)");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut l = Load::default();
-    for line in text.lines() {
-        let t = line.trim();
-        if let Some(v) = t.strip_prefix("Requests/sec:") {
-            l.rps = v.trim().parse().unwrap_or(0.0);
-        } else if let Some(v) = t.strip_prefix("50%") {
-            l.p50_ms = ms(v);
-        } else if let Some(v) = t.strip_prefix("99%") {
-            l.p99_ms = ms(v);
-        } else if let Some(v) = t.strip_prefix("Non-2xx or 3xx responses:") {
-            l.errors += v.trim().parse::<u64>().unwrap_or(0);
-        } else if t.starts_with("Socket errors:") {
-            l.errors += t
-                .split(|c: char| !c.is_ascii_digit())
-                .filter_map(|n| n.parse::<u64>().ok())
-                .sum::<u64>();
-        }
-    }
-    l
-}
-
-/// wrk paces each connection with this script: exponentially distributed gaps with a mean
-/// of `connections ÷ rate`, drawn independently per connection, so the offered load is
-/// `rate` requests/s without the synchronized bursts of a fixed per-worker ticker.
-const PACED_LUA: &str = r#"
-local n = 0
-function setup(thread)
-  n = n + 1
-  thread:set("seed", n)
-end
-function init(args)
-  math.randomseed(seed * 7919)
-  mean_ms = tonumber(args[1])
-end
-function delay()
-  return math.floor(-math.log(1 - math.random()) * mean_ms)
-end
-"#;
-
-/// A paced load: `rate` requests/s in all over `a.connections` connections.
-fn paced(url: &str, token: &str, a: &Args, script: &std::path::Path) -> Load {
-    let mean_ms = f64::from(a.connections) * 1000.0 / f64::from(a.rate);
-    wrk_with(
-        token,
-        a,
-        &[
-            "-s".to_owned(),
-            script.display().to_string(),
-            url.to_owned(),
-            "--".to_owned(),
-            format!("{mean_ms:.3}"),
-        ],
-    )
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
-
-/// The median of each figure over rounds.
-fn middle(loads: &[Load]) -> Load {
-    Load {
-        rps: median(loads.iter().map(|l| l.rps).collect()),
-        p50_ms: median(loads.iter().map(|l| l.p50_ms).collect()),
-        p99_ms: median(loads.iter().map(|l| l.p99_ms).collect()),
-        errors: loads.iter().map(|l| l.errors).sum(),
-    }
-}
-
 /// One line of the table; `saturated` rows get the cost column (a paced row's req/s is
 /// the offered load, not a capacity).
 fn row(name: &str, label: &str, on: Load, off: Load, saturated: bool) {
@@ -263,18 +116,18 @@ fn row(name: &str, label: &str, on: Load, off: Load, saturated: bool) {
 }
 
 fn main() {
-    let a = args();
-    let script_dir = tempfile::tempdir().expect("tempdir");
-    let script = script_dir.path().join("paced.lua");
-    std::fs::write(&script, PACED_LUA).expect("write the pacing script");
-    if Command::new("wrk").arg("--version").output().is_err() {
+    let flags = maestro_bench::Flags::from_env();
+    let a = maestro_bench::LoadArgs::parse(&flags, 10, 500, 1000);
+    let pg = !flags.on("--no-pg");
+    let script = Script::paced();
+    if !maestro_bench::wrk_installed() {
         println!("wrk is not installed: apt-get install wrk");
         std::process::exit(2);
     }
     let dir = tempfile::tempdir().expect("tempdir");
     let sqlite = dir.path().join("store.db").display().to_string();
     let mut backends: Vec<(&str, String, Option<Throwaway>)> = vec![("SQLite", sqlite, None)];
-    if a.pg {
+    if pg {
         let db = Throwaway::new("bench_conductor");
         backends.push(("PostgreSQL", db.url.clone(), Some(db)));
     }
@@ -310,6 +163,17 @@ fn main() {
     );
     for (name, location, _guard) in &backends {
         let token = populate(location);
+        let load = Wrk {
+            threads: 2,
+            connections: a.connections,
+            duration_s: a.duration,
+            headers: vec![format!("Authorization: Bearer {token}")],
+        };
+        let warm = Wrk {
+            connections: 50,
+            duration_s: 1,
+            ..load.clone()
+        };
         for (label, path) in &endpoints {
             let on_server = start(location, Policy::builtin().expect("policy"));
             let off_server = start(location, Policy::bypass_for_benchmark().expect("policy"));
@@ -318,18 +182,13 @@ fn main() {
                 format!("http://{}{path}", off_server.addr),
             ];
             // Warm up the connection pools, statement caches and per-thread engines.
-            let warm = Args {
-                duration: 1,
-                connections: 50,
-                ..a
-            };
             for url in &urls {
-                let _ = wrk(url, &token, &warm);
+                let _ = warm.saturate(url);
             }
             let mut rounds: [Vec<Load>; 2] = [Vec::new(), Vec::new()];
             for _ in 0..a.rounds {
                 for (i, url) in urls.iter().enumerate() {
-                    rounds[i].push(wrk(url, &token, &a));
+                    rounds[i].push(load.saturate(url));
                 }
             }
             row(
@@ -339,8 +198,8 @@ fn main() {
                 middle(&rounds[1]),
                 true,
             );
-            let on = paced(&urls[0], &token, &a, &script);
-            let off = paced(&urls[1], &token, &a, &script);
+            let on = load.paced(&urls[0], a.rate, &script);
+            let off = load.paced(&urls[1], a.rate, &script);
             row(name, &format!("{label} @{}/s", a.rate), on, off, false);
         }
     }
