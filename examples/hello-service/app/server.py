@@ -1,11 +1,36 @@
-"""HTTP front end: GET /greet?name=..&lang=.., GET /healthz."""
+"""HTTP front end: GET /greet?name=..&lang=.., GET /healthz.
+
+Failure injection, set at start for canary demos and tests (greetings only, never the
+health check): HELLO_ERROR_RATE (0 to 1) answers that share of greetings with a 500,
+HELLO_LATENCY_MS adds that many milliseconds to each greeting."""
 
 import json
+import os
+import random
 import sys
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 from app.greeting import InvalidName, greet
+
+
+def _injected(name, default, low, high):
+    raw = os.environ.get(name, "")
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        sys.exit("%s=%r is not a number" % (name, raw))
+    if not low <= value <= high:
+        sys.exit("%s=%s is outside %s..%s" % (name, raw, low, high))
+    return value
+
+
+ERROR_RATE = _injected("HELLO_ERROR_RATE", 0.0, 0.0, 1.0)
+ADDED_LATENCY_S = _injected("HELLO_LATENCY_MS", 0.0, 0.0, 60000.0) / 1000.0
+_faults = random.Random(int(os.environ.get("HELLO_FAULT_SEED", "1")))
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -25,6 +50,11 @@ class Handler(BaseHTTPRequestHandler):
             self._send(200, {"status": "ok"})
             return
         if url.path == "/greet":
+            if ADDED_LATENCY_S:
+                time.sleep(ADDED_LATENCY_S)
+            if ERROR_RATE and _faults.random() < ERROR_RATE:
+                self._send(500, {"error": "injected failure"})
+                return
             query = parse_qs(url.query)
             name = query.get("name", [None])[0]
             lang = query.get("lang", ["en"])[0]
