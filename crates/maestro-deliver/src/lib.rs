@@ -1,0 +1,7 @@
+//! Environments and their drivers. The process driver ([`process`]) runs each release of a
+//! service as local processes on loopback ports; the canary proxy (`maestro-proxy`) splits
+//! traffic between them and the canary controller (`maestro-canary`) steers the split.
+
+pub mod process;
+
+pub use process::{DriverError, Instance, ProcessDriver, ServiceSpec};
