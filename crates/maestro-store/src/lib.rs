@@ -257,6 +257,55 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Opens a deployment in status `progressing`.
+    ///
+    /// # Errors
+    /// On database failure. `Ok(Err(Busy(id)))` while deployment `id` is in progress in the
+    /// same environment.
+    fn deployment_begin(
+        &mut self,
+        d: &NewDeployment,
+    ) -> Result<Result<i64, DeploymentRefusal>, StoreError>;
+    /// Saves a deployment's state and status, only while it is active. Saving status
+    /// `promoted` also makes its release the environment's stable one, in the same
+    /// transaction.
+    ///
+    /// # Errors
+    /// On database failure. `Ok(Err(Ended(status)))` when it has already ended.
+    fn deployment_save(
+        &mut self,
+        id: i64,
+        status: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), DeploymentRefusal>, StoreError>;
+    /// One deployment.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn deployment(&mut self, id: i64) -> Result<Option<DeploymentRow>, StoreError>;
+    /// Deployments, newest first: of one environment, or all; only active ones with
+    /// `active_only`.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn deployments(
+        &mut self,
+        environment: Option<&str>,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<DeploymentRow>, StoreError>;
+    /// An environment's stable release.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError>;
+    /// Sets an environment's stable release (a first release, or a rollback by hand to an
+    /// earlier good one).
+    ///
+    /// # Errors
+    /// On database failure.
+    fn environment_set(&mut self, row: &EnvironmentRow) -> Result<(), StoreError>;
 }
 
 /// Why a report was not applied: the run's `owner`, `status` and last applied `seq`

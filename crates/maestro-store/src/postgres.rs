@@ -10,9 +10,10 @@ use postgres::{Client, Row, Transaction};
 use crate::migrations::PG_MIGRATIONS;
 use crate::pg::Prepared;
 use crate::{
-    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, GcResult, JobLog, JobRow,
-    Lease, NewRun, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus,
-    Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, DeploymentRefusal,
+    DeploymentRow, EnvironmentRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun, Report,
+    ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow,
+    TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -895,6 +896,177 @@ impl Store for PgStore {
             "UPDATE api_tokens SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
             &[&id, &now_ms],
         )? == 1)
+    }
+
+    fn deployment_begin(
+        &mut self,
+        d: &NewDeployment,
+    ) -> Result<Result<i64, DeploymentRefusal>, StoreError> {
+        let busy = |c: &mut Client| -> Result<Option<i64>, StoreError> {
+            Ok(c.query_opt(
+                "SELECT id FROM deployments WHERE environment = $1 AND status IN ('progressing', 'paused')",
+                &[&d.environment],
+            )?
+            .map(|r| r.get(0)))
+        };
+        if let Some(id) = busy(&mut self.client)? {
+            return Ok(Err(DeploymentRefusal::Busy(id)));
+        }
+        let inserted = self.client.query_one(
+            "INSERT INTO deployments (environment, service, tenant, version, artifact, release_dir,
+             previous, status, plan, state, env, actor, reason, run_id, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, 'progressing', $8, $9, $10, $11, $12, $13, $14, $14)
+             RETURNING id",
+            &[
+                &d.environment,
+                &d.service,
+                &crate::tenant_of(&d.tenant),
+                &d.version,
+                &d.artifact,
+                &d.release_dir,
+                &d.previous,
+                &d.plan,
+                &d.state,
+                &d.env,
+                &d.actor,
+                &d.reason,
+                &d.run_id,
+                &d.now_ms,
+            ],
+        );
+        match inserted {
+            Ok(row) => Ok(Ok(row.get(0))),
+            // Another conductor opened one between the check and the insert: the partial
+            // unique index decides.
+            Err(e) if e.code() == Some(&postgres::error::SqlState::UNIQUE_VIOLATION) => Ok(Err(
+                DeploymentRefusal::Busy(busy(&mut self.client)?.unwrap_or(0)),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn deployment_save(
+        &mut self,
+        id: i64,
+        status: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), DeploymentRefusal>, StoreError> {
+        let mut tx = self.client.transaction()?;
+        let changed = tx.execute(
+            "UPDATE deployments SET status = $2, state = $3, updated_at = $4
+             WHERE id = $1 AND status IN ('progressing', 'paused')",
+            &[&id, &status, &state, &now_ms],
+        )?;
+        if changed == 0 {
+            let now: Option<String> = tx
+                .query_opt("SELECT status FROM deployments WHERE id = $1", &[&id])?
+                .map(|r| r.get(0));
+            return Ok(Err(
+                now.map_or(DeploymentRefusal::NotFound, DeploymentRefusal::Ended)
+            ));
+        }
+        if status == "promoted" {
+            tx.execute(
+                "INSERT INTO environments (name, version, artifact, release_dir, deployment_id, updated_at)
+                 SELECT environment, version, artifact, release_dir, id, $2 FROM deployments WHERE id = $1
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, artifact = excluded.artifact,
+                   release_dir = excluded.release_dir, deployment_id = excluded.deployment_id,
+                   updated_at = excluded.updated_at",
+                &[&id, &now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn deployment(&mut self, id: i64) -> Result<Option<DeploymentRow>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = $1"),
+                &[&id],
+            )?
+            .map(|r| deployment_row(&r)))
+    }
+
+    fn deployments(
+        &mut self,
+        environment: Option<&str>,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<DeploymentRow>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        Ok(self
+            .client
+            .query(
+                &format!(
+                    "SELECT {DEPLOYMENT_COLS} FROM deployments
+                     WHERE ($1::TEXT IS NULL OR environment = $1)
+                       AND (NOT $2 OR status IN ('progressing', 'paused'))
+                     ORDER BY id DESC LIMIT $3"
+                ),
+                &[&environment, &active_only, &limit],
+            )?
+            .iter()
+            .map(deployment_row)
+            .collect())
+    }
+
+    fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT name, version, artifact, release_dir, deployment_id, updated_at
+                 FROM environments WHERE name = $1",
+                &[&name],
+            )?
+            .map(|r| EnvironmentRow {
+                name: r.get(0),
+                version: r.get(1),
+                artifact: r.get(2),
+                release_dir: r.get(3),
+                deployment_id: r.get(4),
+                updated_at_ms: r.get(5),
+            }))
+    }
+
+    fn environment_set(&mut self, e: &EnvironmentRow) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO environments (name, version, artifact, release_dir, deployment_id, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, artifact = excluded.artifact,
+               release_dir = excluded.release_dir, deployment_id = excluded.deployment_id,
+               updated_at = excluded.updated_at",
+            &[&e.name, &e.version, &e.artifact, &e.release_dir, &e.deployment_id, &e.updated_at_ms],
+        )?;
+        Ok(())
+    }
+}
+
+const DEPLOYMENT_COLS: &str =
+    "id, environment, service, tenant, version, artifact, release_dir, previous,
+    status, plan, state, env, actor, reason, run_id, created_at, updated_at";
+
+fn deployment_row(r: &Row) -> DeploymentRow {
+    DeploymentRow {
+        id: r.get(0),
+        environment: r.get(1),
+        service: r.get(2),
+        tenant: r.get(3),
+        version: r.get(4),
+        artifact: r.get(5),
+        release_dir: r.get(6),
+        previous: r.get(7),
+        status: r.get(8),
+        plan: r.get(9),
+        state: r.get(10),
+        env: r.get(11),
+        actor: r.get(12),
+        reason: r.get(13),
+        run_id: r.get(14),
+        created_at_ms: r.get(15),
+        updated_at_ms: r.get(16),
     }
 }
 

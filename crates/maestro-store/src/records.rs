@@ -337,3 +337,82 @@ pub enum ReportOutcome {
     /// The run is reported by someone else (or is a run of the conductor's own machine).
     NotReporter(Option<String>),
 }
+
+/// A deployment to open: a canary of `version` into `environment`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NewDeployment {
+    pub environment: String,
+    pub service: String,
+    pub tenant: String,
+    /// The canary's release id.
+    pub version: String,
+    /// `sha256:<hex>` of the artifact it was unpacked from.
+    pub artifact: String,
+    pub release_dir: String,
+    /// The stable release it started against.
+    pub previous: Option<String>,
+    /// The strategy, as JSON.
+    pub plan: String,
+    /// The state machine's first state, as JSON.
+    pub state: String,
+    /// Extra environment of the release (failure injection, say), as a JSON object.
+    pub env: String,
+    pub actor: String,
+    pub reason: String,
+    pub run_id: Option<i64>,
+    pub now_ms: i64,
+}
+
+/// A deployment as stored.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeploymentRow {
+    pub id: i64,
+    pub environment: String,
+    pub service: String,
+    pub tenant: String,
+    pub version: String,
+    pub artifact: String,
+    pub release_dir: String,
+    pub previous: Option<String>,
+    /// `progressing`, `paused`, `promoted`, `rolled_back` or `aborted`.
+    pub status: String,
+    pub plan: String,
+    pub state: String,
+    pub env: String,
+    pub actor: String,
+    pub reason: String,
+    pub run_id: Option<i64>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl DeploymentRow {
+    /// Whether it is still running (progressing or paused).
+    #[must_use]
+    pub fn active(&self) -> bool {
+        self.status == "progressing" || self.status == "paused"
+    }
+}
+
+/// An environment's stable release.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EnvironmentRow {
+    pub name: String,
+    pub version: String,
+    pub artifact: String,
+    pub release_dir: String,
+    /// The deployment that made it stable (none for a first release set by hand).
+    pub deployment_id: Option<i64>,
+    pub updated_at_ms: i64,
+}
+
+/// Why a deployment was not opened or saved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeploymentRefusal {
+    /// Another deployment is in progress in the environment.
+    Busy(i64),
+    /// The deployment has already ended (promoted, rolled back or aborted): its state is
+    /// final and a late writer cannot change it.
+    Ended(String),
+    NotFound,
+}

@@ -7,9 +7,10 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 
 use crate::migrations::MIGRATIONS;
 use crate::{
-    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, GcResult, JobLog, JobRow, Lease,
-    NewRun, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store,
-    StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
+    ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, DeploymentRefusal, DeploymentRow,
+    EnvironmentRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun, Report, ReportOutcome,
+    ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow,
+    WaiverUseRow, list_of, list_text,
 };
 
 /// The embedded store.
@@ -867,6 +868,181 @@ impl Store for SqliteStore {
             params![id, now_ms],
         )? == 1)
     }
+
+    fn deployment_begin(
+        &mut self,
+        d: &NewDeployment,
+    ) -> Result<Result<i64, DeploymentRefusal>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let busy: Option<i64> = tx
+            .query_row(
+                "SELECT id FROM deployments WHERE environment = ?1 AND status IN ('progressing', 'paused')",
+                [&d.environment],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(id) = busy {
+            return Ok(Err(DeploymentRefusal::Busy(id)));
+        }
+        tx.execute(
+            "INSERT INTO deployments (environment, service, tenant, version, artifact, release_dir,
+             previous, status, plan, state, env, actor, reason, run_id, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'progressing', ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?14)",
+            params![
+                d.environment,
+                d.service,
+                crate::tenant_of(&d.tenant),
+                d.version,
+                d.artifact,
+                d.release_dir,
+                d.previous,
+                d.plan,
+                d.state,
+                d.env,
+                d.actor,
+                d.reason,
+                d.run_id,
+                d.now_ms
+            ],
+        )?;
+        let id = tx.last_insert_rowid();
+        tx.commit()?;
+        Ok(Ok(id))
+    }
+
+    fn deployment_save(
+        &mut self,
+        id: i64,
+        status: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<Result<(), DeploymentRefusal>, StoreError> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let changed = tx.execute(
+            "UPDATE deployments SET status = ?2, state = ?3, updated_at = ?4
+             WHERE id = ?1 AND status IN ('progressing', 'paused')",
+            params![id, status, state, now_ms],
+        )?;
+        if changed == 0 {
+            let now: Option<String> = tx
+                .query_row("SELECT status FROM deployments WHERE id = ?1", [id], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            return Ok(Err(
+                now.map_or(DeploymentRefusal::NotFound, DeploymentRefusal::Ended)
+            ));
+        }
+        if status == "promoted" {
+            tx.execute(
+                "INSERT INTO environments (name, version, artifact, release_dir, deployment_id, updated_at)
+                 SELECT environment, version, artifact, release_dir, id, ?2 FROM deployments WHERE id = ?1
+                 ON CONFLICT (name) DO UPDATE SET version = excluded.version, artifact = excluded.artifact,
+                   release_dir = excluded.release_dir, deployment_id = excluded.deployment_id,
+                   updated_at = excluded.updated_at",
+                params![id, now_ms],
+            )?;
+        }
+        tx.commit()?;
+        Ok(Ok(()))
+    }
+
+    fn deployment(&mut self, id: i64) -> Result<Option<DeploymentRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE id = ?1"),
+                [id],
+                deployment_row,
+            )
+            .optional()?)
+    }
+
+    fn deployments(
+        &mut self,
+        environment: Option<&str>,
+        active_only: bool,
+        limit: usize,
+    ) -> Result<Vec<DeploymentRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DEPLOYMENT_COLS} FROM deployments
+             WHERE (?1 IS NULL OR environment = ?1)
+               AND (?2 = 0 OR status IN ('progressing', 'paused'))
+             ORDER BY id DESC LIMIT ?3"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                environment,
+                i64::from(active_only),
+                i64::try_from(limit).unwrap_or(i64::MAX)
+            ],
+            deployment_row,
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name, version, artifact, release_dir, deployment_id, updated_at
+                 FROM environments WHERE name = ?1",
+                [name],
+                |r| {
+                    Ok(EnvironmentRow {
+                        name: r.get(0)?,
+                        version: r.get(1)?,
+                        artifact: r.get(2)?,
+                        release_dir: r.get(3)?,
+                        deployment_id: r.get(4)?,
+                        updated_at_ms: r.get(5)?,
+                    })
+                },
+            )
+            .optional()?)
+    }
+
+    fn environment_set(&mut self, e: &EnvironmentRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO environments (name, version, artifact, release_dir, deployment_id, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (name) DO UPDATE SET version = excluded.version, artifact = excluded.artifact,
+               release_dir = excluded.release_dir, deployment_id = excluded.deployment_id,
+               updated_at = excluded.updated_at",
+            params![e.name, e.version, e.artifact, e.release_dir, e.deployment_id, e.updated_at_ms],
+        )?;
+        Ok(())
+    }
+}
+
+const DEPLOYMENT_COLS: &str =
+    "id, environment, service, tenant, version, artifact, release_dir, previous,
+    status, plan, state, env, actor, reason, run_id, created_at, updated_at";
+
+fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DeploymentRow> {
+    Ok(DeploymentRow {
+        id: r.get(0)?,
+        environment: r.get(1)?,
+        service: r.get(2)?,
+        tenant: r.get(3)?,
+        version: r.get(4)?,
+        artifact: r.get(5)?,
+        release_dir: r.get(6)?,
+        previous: r.get(7)?,
+        status: r.get(8)?,
+        plan: r.get(9)?,
+        state: r.get(10)?,
+        env: r.get(11)?,
+        actor: r.get(12)?,
+        reason: r.get(13)?,
+        run_id: r.get(14)?,
+        created_at_ms: r.get(15)?,
+        updated_at_ms: r.get(16)?,
+    })
 }
 
 const TOKEN_COLS: &str =

@@ -5,8 +5,9 @@
 
 use maestro_store::pg::Throwaway;
 use maestro_store::{
-    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, JobLog, JobRow, NewRun, PgStore, Report,
-    ReportOutcome, ReproRow, RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
+    ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, DeploymentRefusal, EnvironmentRow,
+    JobLog, JobRow, NewDeployment, NewRun, PgStore, Report, ReportOutcome, ReproRow, RunStatus,
+    SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
 };
 
 /// Where a test's store lives; `open` opens it again (a new connection, as a restarted
@@ -216,7 +217,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 8);
+    assert_eq!(fx.schema_version(), 9);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(
@@ -610,6 +611,56 @@ waiver_uses_are_recorded_newest_first(fx) {
         }
     );
     assert_eq!(s.waiver_uses(1).expect("list").len(), 1);
+}
+
+deployments_one_active_per_environment_promotion_sets_stable_and_an_ended_one_is_final(fx) {
+    let mut s = fx.open();
+    let new = |env: &str, version: &str, now: i64| NewDeployment {
+        environment: env.into(),
+        service: "hello-service".into(),
+        tenant: String::new(),
+        version: version.into(),
+        artifact: format!("sha256:{version}"),
+        release_dir: format!("/envs/{env}/releases/{version}"),
+        previous: Some("v1".into()),
+        plan: "{}".into(),
+        state: "{\"step\":0}".into(),
+        env: "{}".into(),
+        actor: "user:alice".into(),
+        reason: "ship the fix".into(),
+        run_id: None,
+        now_ms: now,
+    };
+    let first = s.deployment_begin(&new("stage", "v2", 1_000)).expect("begin").expect("opened");
+    assert_eq!(s.deployment_begin(&new("stage", "v3", 1_100)).expect("begin"), Err(DeploymentRefusal::Busy(first)), "one at a time per environment");
+    let other = s.deployment_begin(&new("prod", "v2", 1_200)).expect("begin").expect("another environment is free");
+    let row = s.deployment(first).expect("read").expect("there");
+    assert_eq!((row.status.as_str(), row.tenant.as_str(), row.active()), ("progressing", "default", true));
+
+    s.deployment_save(first, "paused", "{\"step\":1}", 2_000).expect("save").expect("saved");
+    assert_eq!(s.environment("stage").expect("read"), None, "nothing stable until a promotion");
+    s.deployment_save(first, "promoted", "{\"step\":3}", 3_000).expect("save").expect("saved");
+    let stable = s.environment("stage").expect("read").expect("stable");
+    assert_eq!((stable.version.as_str(), stable.deployment_id, stable.updated_at_ms), ("v2", Some(first), 3_000));
+    assert_eq!(stable.release_dir, "/envs/stage/releases/v2");
+    // Ended is final: a late writer (a controller that lost its lease) changes nothing.
+    assert_eq!(s.deployment_save(first, "rolled_back", "{}", 4_000).expect("save"), Err(DeploymentRefusal::Ended("promoted".into())));
+    assert_eq!(s.deployment(first).expect("read").expect("there").state, "{\"step\":3}");
+    assert_eq!(s.deployment_save(999, "paused", "{}", 4_000).expect("save"), Err(DeploymentRefusal::NotFound));
+
+    // A rollback leaves stable where it was.
+    let second = s.deployment_begin(&new("stage", "v3", 5_000)).expect("begin").expect("free again");
+    s.deployment_save(second, "rolled_back", "{}", 6_000).expect("save").expect("saved");
+    assert_eq!(s.environment("stage").expect("read").expect("stable").version, "v2");
+
+    let all: Vec<i64> = s.deployments(Some("stage"), false, 10).expect("list").iter().map(|d| d.id).collect();
+    assert_eq!(all, [second, first]);
+    let active: Vec<i64> = s.deployments(None, true, 10).expect("list").iter().map(|d| d.id).collect();
+    assert_eq!(active, [other]);
+
+    // A release set by hand (a first deploy, a rollback to an earlier good one).
+    s.environment_set(&EnvironmentRow { name: "stage".into(), version: "v1".into(), artifact: "sha256:v1".into(), release_dir: "/r/v1".into(), deployment_id: None, updated_at_ms: 7_000 }).expect("set");
+    assert_eq!(s.environment("stage").expect("read").expect("stable").version, "v1");
 }
 }
 
