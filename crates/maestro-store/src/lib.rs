@@ -7,6 +7,8 @@
 
 mod migrations;
 pub mod pg;
+#[cfg(feature = "pool")]
+pub mod pool;
 mod postgres;
 mod records;
 mod sqlite;
