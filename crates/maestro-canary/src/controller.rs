@@ -6,7 +6,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::judge::{Check, Judgement, Status, Streak, Verdict};
+use crate::judge::{Check, Judgement, Observation, Status, Streak, Verdict};
 use crate::strategy::Plan;
 
 /// Where a canary is.
@@ -100,6 +100,10 @@ pub struct Canary {
     pub paused_total_ms: u64,
     /// Why it ended, for a rollback or an abort.
     pub reason: Option<String>,
+    /// Stable's last interval with enough traffic: what the canary is compared with at the
+    /// last step, where stable gets no traffic (kept here so a restart keeps it too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<Observation>,
     pub timeline: Vec<Event>,
 }
 
@@ -123,6 +127,7 @@ impl Canary {
             paused_since_ms: None,
             paused_total_ms: 0,
             reason: None,
+            baseline: None,
             timeline: Vec::new(),
         };
         let w = plan.steps[0];

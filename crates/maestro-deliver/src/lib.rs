@@ -3,5 +3,7 @@
 //! traffic between them and the canary controller (`maestro-canary`) steers the split.
 
 pub mod process;
+pub mod runtime;
 
 pub use process::{DriverError, Instance, ProcessDriver, ServiceSpec};
+pub use runtime::{DeployError, EnvSpec, Environment, Notice, Release, Request};
