@@ -451,7 +451,18 @@ impl Environment {
     /// The controller of one deployment: every interval, judge, step, save.
     async fn control(self: Arc<Self>, id: i64) {
         let interval = Duration::from_millis(self.spec.plan.interval_ms);
-        let mut marks: Option<(Counts, Counts, u64)> = None;
+        // The first interval starts now: the counters at the start of the canary.
+        let mut marks: Option<(Counts, Counts, u64)> = {
+            let live = self.live.lock().await;
+            match (&live.proxy, &live.active, &live.stable) {
+                (Some(p), Some(a), Some((sv, _))) => Some((
+                    p.signals(&a.version).counts(),
+                    p.signals(sv).counts(),
+                    p.now_ms(),
+                )),
+                _ => None,
+            }
+        };
         loop {
             tokio::time::sleep(interval).await;
             let mut live = self.live.lock().await;
