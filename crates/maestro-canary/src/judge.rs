@@ -330,6 +330,13 @@ pub fn judge(
         no_data("authz denials", canary.rate(canary.denied), &thin)
     });
 
+    // No samples make a NaN quantile; JSON has no NaN (it would be written as null and
+    // refused when the state is read back after a restart).
+    for c in &mut checks {
+        c.canary = finite(c.canary);
+        c.stable = c.stable.map(finite);
+        c.p_value = c.p_value.map(finite);
+    }
     let verdict = if checks.iter().any(|c| c.status == Status::Fail) {
         Verdict::Fail
     } else if checks
@@ -374,6 +381,10 @@ fn compare_rates(
             pct(tolerance)
         ),
     }
+}
+
+fn finite(x: f64) -> f64 {
+    if x.is_finite() { x } else { 0.0 }
 }
 
 fn no_data(name: &str, canary: f64, why: &str) -> Check {

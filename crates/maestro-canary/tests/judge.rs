@@ -205,3 +205,20 @@ fn limits_are_checked() {
     };
     assert!(bad.check().expect_err("refused").contains("at least 20"));
 }
+
+/// A bug once: an interval without latency samples put NaN in the checks, which JSON
+/// writes as null and cannot read back, so a restarted controller could not load the
+/// canary's state.
+#[test]
+fn a_judgement_without_samples_survives_a_round_trip_through_json() {
+    let j = judge(
+        &Observation::default(),
+        &Observation::default(),
+        0,
+        &Limits::default(),
+    );
+    assert_eq!(j.verdict, Verdict::Inconclusive);
+    let text = serde_json::to_string(&j).expect("json");
+    let back: maestro_canary::Judgement = serde_json::from_str(&text).expect("read back");
+    assert_eq!(back.checks.len(), j.checks.len());
+}
