@@ -64,6 +64,7 @@ async fn round(dir: &Path, fault: (&str, &str), rate: u32, interval: u32) -> Rou
             env: BTreeMap::from([("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())]),
         },
         plan: strategy.plan().expect("plan"),
+        metrics: maestro_deliver::MetricsSource::Proxy,
         state_dir: dir.join("envs/stage"),
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();

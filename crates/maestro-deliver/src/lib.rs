@@ -3,7 +3,9 @@
 //! traffic between them and the canary controller (`maestro-canary`) steers the split.
 
 pub mod process;
+pub mod prometheus;
 pub mod runtime;
 
 pub use process::{DriverError, Instance, ProcessDriver, ServiceSpec};
-pub use runtime::{DeployError, EnvSpec, Environment, Notice, Release, Request};
+pub use prometheus::Prometheus;
+pub use runtime::{DeployError, EnvSpec, Environment, MetricsSource, Notice, Release, Request};

@@ -23,6 +23,16 @@ use tokio::sync::{Mutex, mpsc};
 
 use crate::process::{DriverError, Instance, ProcessDriver, ServiceSpec};
 
+/// Where the canary's signals are read.
+#[derive(Debug, Clone, Default)]
+pub enum MetricsSource {
+    /// The proxy's own counters and latency samples (the embedded default).
+    #[default]
+    Proxy,
+    /// PromQL against a Prometheus server that scrapes the proxy (`metrics_listen`).
+    Prometheus(Box<crate::prometheus::Prometheus>),
+}
+
 /// One environment's configuration.
 #[derive(Debug, Clone)]
 pub struct EnvSpec {
@@ -35,6 +45,7 @@ pub struct EnvSpec {
     pub metrics_listen: Option<SocketAddr>,
     pub process: ServiceSpec,
     pub plan: Plan,
+    pub metrics: MetricsSource,
     /// Logs and the pid file (`.maestro/envs/<name>`).
     pub state_dir: PathBuf,
 }
@@ -465,11 +476,11 @@ impl Environment {
         };
         loop {
             tokio::time::sleep(interval).await;
-            let mut live = self.live.lock().await;
-            let Some(proxy) = live.proxy.clone() else {
-                return;
-            };
-            let (version, stable_version, backlog, weight, baseline) =
+            let (version, stable_version, backlog, weight, baseline, proxy) = {
+                let live = self.live.lock().await;
+                let Some(proxy) = live.proxy.clone() else {
+                    return;
+                };
                 match (&live.active, &live.stable) {
                     (Some(a), Some((sv, _))) if a.id == id => (
                         a.version.clone(),
@@ -477,19 +488,60 @@ impl Environment {
                         a.canary.backlog,
                         a.canary.weight(&self.spec.plan),
                         a.canary.baseline.clone(),
+                        proxy,
                     ),
                     _ => return,
-                };
-            let (cs, ss) = (proxy.signals(&version), proxy.signals(&stable_version));
-            let (cc, sc, at) = (cs.counts(), ss.counts(), proxy.now_ms());
-            let observed = marks.as_ref().map(|(c0, s0, since)| {
-                (
-                    observe(&cc.since(c0), &cs.samples_since(*since)),
-                    observe(&sc.since(s0), &ss.samples_since(*since)),
-                )
-            });
-            marks = Some((cc, sc, at));
+                }
+            };
+            // Observed without holding the environment (a query may take a while).
+            let observed: Option<(Observation, Observation)> = match &self.spec.metrics {
+                MetricsSource::Proxy => {
+                    let (cs, ss) = (proxy.signals(&version), proxy.signals(&stable_version));
+                    let (cc, sc, at) = (cs.counts(), ss.counts(), proxy.now_ms());
+                    let o = marks.as_ref().map(|(c0, s0, since)| {
+                        (
+                            observe(&cc.since(c0), &cs.samples_since(*since)),
+                            observe(&sc.since(s0), &ss.samples_since(*since)),
+                        )
+                    });
+                    marks = Some((cc, sc, at));
+                    if o.is_none() {
+                        continue;
+                    }
+                    o
+                }
+                MetricsSource::Prometheus(p) => {
+                    let window = interval.as_secs().max(1);
+                    let c = p.observe(&self.spec.service, &version, window).await;
+                    let st = p.observe(&self.spec.service, &stable_version, window).await;
+                    c.and_then(|c| st.map(|s| (c, s))).ok()
+                }
+            };
+            let mut live = self.live.lock().await;
+            if live.active.as_ref().map(|a| a.id) != Some(id) {
+                return;
+            }
             let Some((canary_obs, stable_obs)) = observed else {
+                // The metrics source did not answer: hold, and roll back if it lasts.
+                let Some(active) = live.active.as_mut() else {
+                    return;
+                };
+                let actions = active.canary.analysed(&self.spec.plan, now_ms(), None);
+                let snapshot = active.canary.clone();
+                if self.save(id, &snapshot).await.is_err() {
+                    let _ = self.apply(&mut live, &[Action::Stop]).await;
+                    return;
+                }
+                let _ = self.apply(&mut live, &actions).await;
+                if snapshot.done() {
+                    self.notify(
+                        id,
+                        "deploy.rolled_back",
+                        &version,
+                        snapshot.reason.clone().unwrap_or_default(),
+                    );
+                    return;
+                }
                 continue;
             };
             let limits = &self.spec.plan.limits;

@@ -64,6 +64,7 @@ impl World {
                 env: BTreeMap::from([("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())]),
             },
             plan: strategy.plan().expect("plan"),
+            metrics: maestro_deliver::MetricsSource::Proxy,
             state_dir: self.dir.path().join("envs/stage"),
         }
     }
