@@ -273,6 +273,16 @@ impl Environment {
         if let Some(a) = &live.active {
             return Err(DeployError::Busy(a.id));
         }
+        if live
+            .stable
+            .as_ref()
+            .is_some_and(|(v, _)| *v == release.version)
+        {
+            return Err(DeployError::Refused(format!(
+                "release {} is already stable in {}",
+                release.version, self.spec.name
+            )));
+        }
         let (canary, first_actions) = Canary::start(&self.spec.plan, now_ms());
         let first = live.stable.is_none();
         let new = NewDeployment {

@@ -215,6 +215,8 @@ pub struct Ctx {
     /// The request body (empty for `GET`), read only after the request was authorized,
     /// at most [`MAX_BODY`] bytes of JSON.
     pub body: axum::body::Bytes,
+    /// A sensitive action's reason (`X-Maestro-Reason`), already audited.
+    pub reason: Option<String>,
 }
 
 /// The largest request body a REST endpoint reads (a remote run's report: up to
@@ -279,6 +281,42 @@ impl std::fmt::Debug for Endpoint {
 /// Every REST endpoint. Routes outside this table are the [`PUBLIC`] probes and
 /// `/graphql`, whose fields are the rows of [`crate::graphql::FIELDS`].
 pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/environments/{env}",
+        action: "deployments.read",
+        scope: "deployments:read",
+        kind: "deployment",
+        sensitive: false,
+        handler: crate::environments::environment_read,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/environments/{env}/deployments",
+        action: "deployments.create",
+        scope: "deployments:write",
+        kind: "deployment",
+        sensitive: true,
+        handler: crate::environments::deploy,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/deployments/{id}",
+        action: "deployments.read",
+        scope: "deployments:read",
+        kind: "deployment",
+        sensitive: false,
+        handler: crate::environments::deployment_read,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/deployments/{id}/{action}",
+        action: "deployments.control",
+        scope: "deployments:write",
+        kind: "deployment",
+        sensitive: true,
+        handler: crate::environments::deployment_control,
+    },
     Endpoint {
         method: "GET",
         path: "/api/v1/whoami",
@@ -488,15 +526,17 @@ async fn dispatch(
             path,
             query,
             body,
+            reason: None,
         })
         .await;
     };
-    let audit = Audited::begin(e, &auth, &path, reason).await?;
+    let audit = Audited::begin(e, &auth, &path, reason.clone()).await?;
     let answer = (e.handler)(Ctx {
         auth,
         path,
         query,
         body,
+        reason: Some(reason),
     })
     .await;
     audit.end(&answer).await;

@@ -47,6 +47,8 @@ struct File {
     remote_run_timeout_seconds: Option<u64>,
     #[serde(default)]
     oidc: Vec<crate::oidc::IssuerSettings>,
+    #[serde(default)]
+    environments: Vec<crate::environments::EnvironmentSettings>,
 }
 
 /// A validated configuration.
@@ -73,6 +75,8 @@ pub struct Config {
     pub exporter: Option<maestro_telemetry::otlp::Exporter>,
     /// The longest a finished span waits for export (`OTEL_BSP_SCHEDULE_DELAY`).
     pub span_delay: std::time::Duration,
+    /// `[[environments]]`: what this conductor deploys to (process driver).
+    pub environments: Vec<crate::environments::EnvConfig>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -87,6 +91,8 @@ pub struct Settings {
     pub remote_run_timeout_seconds: Option<u64>,
     /// `[[oidc]]` tables: only a file sets them.
     pub oidc: Vec<crate::oidc::IssuerSettings>,
+    /// `[[environments]]` tables: only a file sets them.
+    pub environments: Vec<crate::environments::EnvironmentSettings>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -124,6 +130,7 @@ impl Settings {
             max_connections: f.max_connections,
             remote_run_timeout_seconds: f.remote_run_timeout_seconds,
             oidc: f.oidc,
+            environments: f.environments,
             base: Some(base.to_path_buf()),
         })
     }
@@ -144,6 +151,11 @@ impl Settings {
                 self.oidc
             } else {
                 over.oidc
+            },
+            environments: if over.environments.is_empty() {
+                self.environments
+            } else {
+                over.environments
             },
             base: over.base.or(self.base),
         }
@@ -227,7 +239,28 @@ impl Settings {
             }
             oidc.push(issuer);
         }
+        let store_dir = (!maestro_store::is_postgres(&database)).then(|| {
+            Path::new(&database)
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        });
+        let mut environments = Vec::new();
+        for (i, e) in self.environments.into_iter().enumerate() {
+            let env = e.validate(i, &base, store_dir.as_deref())?;
+            if environments
+                .iter()
+                .any(|x: &crate::environments::EnvConfig| x.spec.name == env.spec.name)
+            {
+                return Err(bad(
+                    &format!("environments[{i}].name"),
+                    format!("`{}` is configured twice", env.spec.name),
+                ));
+            }
+            environments.push(env);
+        }
         Ok(Config {
+            environments,
             listen,
             database,
             mode,

@@ -13,6 +13,7 @@ pub mod authz;
 pub mod config;
 pub mod console;
 pub mod coverage;
+pub mod environments;
 pub mod graphql;
 pub mod log;
 pub mod matrix;
@@ -21,6 +22,7 @@ pub mod metrics;
 pub mod oidc;
 pub mod persisted;
 pub mod pool;
+pub mod release;
 pub mod remote;
 pub mod tracing;
 
@@ -78,6 +80,9 @@ pub struct AppState {
     pub audit_key: Option<Arc<maestro_audit::LogKey>>,
     /// Where request spans go, once [`serve`] started the exporter (when configured).
     pub spans: std::sync::OnceLock<tracing::Spans>,
+    /// The environments this conductor runs, opened by [`serve`].
+    pub environments: std::sync::OnceLock<environments::Environments>,
+    environment_configs: Vec<environments::EnvConfig>,
     exporter: Option<maestro_telemetry::otlp::Exporter>,
     span_delay: std::time::Duration,
 }
@@ -127,6 +132,8 @@ impl AppState {
             reaper: config.reaper,
             audit_key: config.audit_key.clone(),
             spans: std::sync::OnceLock::new(),
+            environments: std::sync::OnceLock::new(),
+            environment_configs: config.environments.clone(),
             exporter: config.exporter.clone(),
             span_delay: config.span_delay,
         }))
@@ -214,10 +221,17 @@ pub async fn serve(
     }
     // Each conductor is a candidate for the reaper's lease; one holds it at a time.
     let reaper = remote::spawn_reaper(Arc::clone(&state), holder_id(&addr), state.reaper);
-    let served = axum::serve(listener, api::router(state))
+    if !state.environment_configs.is_empty() {
+        let envs = environments::Environments::open(&state, &state.environment_configs).await?;
+        let _ = state.environments.set(envs);
+    }
+    let served = axum::serve(listener, api::router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
         .await;
     reaper.abort();
+    if let Some(envs) = state.environments.get() {
+        envs.shutdown().await;
+    }
     served.map_err(ServerError::Serve)?;
     log::event("info", "conductor stopped", &[]);
     Ok(())

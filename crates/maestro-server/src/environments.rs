@@ -1,0 +1,490 @@
+//! The conductor's environments (process driver): `[[environments]]` in the configuration,
+//! opened when the conductor starts, with REST endpoints to deploy a verified artifact by
+//! canary, read a deployment's report, and steer it (pause, resume, abort, promote — each
+//! sensitive: a reason, and the audit log before and after).
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use maestro_deliver::{EnvSpec, Environment, MetricsSource, Notice, Release, Request};
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::ServerError;
+use crate::api::{Answer, ApiError, Ctx, bad_request};
+use crate::authz::Resource;
+
+/// Largest artifact accepted.
+pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
+
+/// `[[environments]]` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnvironmentSettings {
+    pub name: String,
+    pub service: String,
+    /// Where the environment's traffic comes in (the proxy).
+    pub listen: String,
+    /// Where Prometheus scrapes the proxy's signals.
+    pub metrics_listen: Option<String>,
+    /// Judge canaries from this Prometheus server (`http://127.0.0.1:9090`) instead of the
+    /// proxy's own counters.
+    pub prometheus: Option<String>,
+    /// The release's program and arguments; `{port}` becomes its port.
+    pub command: Vec<String>,
+    /// Where it runs inside the unpacked release.
+    pub workdir: Option<PathBuf>,
+    #[serde(default = "default_health")]
+    pub health: String,
+    #[serde(default = "default_ready")]
+    pub ready_timeout_seconds: u64,
+    /// Variables every release gets.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Keys whose signature, provenance and SBOM an artifact must carry (deny by default:
+    /// none means nothing deploys).
+    #[serde(default)]
+    pub trust_keys: Vec<PathBuf>,
+    /// Releases, logs and pid files (default: `envs/<name>` beside the SQLite store).
+    pub state_dir: Option<PathBuf>,
+    #[serde(default)]
+    pub canary: maestro_canary::Strategy,
+}
+
+fn default_health() -> String {
+    "/healthz".to_owned()
+}
+
+fn default_ready() -> u64 {
+    30
+}
+
+/// A checked environment.
+#[derive(Debug, Clone)]
+pub struct EnvConfig {
+    pub spec: EnvSpec,
+    pub trust_keys: Vec<PathBuf>,
+}
+
+impl EnvironmentSettings {
+    /// Checks it; relative paths are relative to `base` (the configuration file's
+    /// directory), the default state directory is under `store_dir`.
+    ///
+    /// # Errors
+    /// [`ServerError::Config`] naming `environments[i].field`.
+    pub fn validate(
+        self,
+        i: usize,
+        base: &Path,
+        store_dir: Option<&Path>,
+    ) -> Result<EnvConfig, ServerError> {
+        let field = |f: &str| format!("environments[{i}].{f}");
+        let bad = |f: &str, message: String| ServerError::Config {
+            source_name: field(f),
+            message,
+        };
+        let name_ok = !self.name.is_empty()
+            && self.name.len() <= 63
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !name_ok {
+            return Err(bad(
+                "name",
+                format!(
+                    "`{}` is not a name: lowercase letters, digits and -, at most 63",
+                    self.name
+                ),
+            ));
+        }
+        let addr = |f: &str, v: &str| -> Result<SocketAddr, ServerError> {
+            v.parse()
+                .map_err(|_| bad(f, format!("`{v}` is not an address: HOST:PORT")))
+        };
+        let listen = addr("listen", &self.listen)?;
+        let metrics_listen = self
+            .metrics_listen
+            .as_deref()
+            .map(|m| addr("metrics_listen", m))
+            .transpose()?;
+        if self.command.is_empty() {
+            return Err(bad(
+                "command",
+                "is empty: e.g. [\"python3\", \"-m\", \"app.server\", \"{port}\"]".to_owned(),
+            ));
+        }
+        if !self.health.starts_with('/') {
+            return Err(bad("health", format!("`{}` is not a path", self.health)));
+        }
+        if self.trust_keys.is_empty() {
+            return Err(bad(
+                "trust_keys",
+                "is empty: deploys accept only artifacts signed by a trusted key; list the public keys".to_owned(),
+            ));
+        }
+        let plan = self
+            .canary
+            .plan()
+            .map_err(|e| bad(&format!("canary.{}", e.split(':').next().unwrap_or("")), e))?;
+        let metrics = match &self.prometheus {
+            None => MetricsSource::Proxy,
+            Some(url) => {
+                if !url.starts_with("http://") {
+                    return Err(bad(
+                        "prometheus",
+                        format!("`{url}` is not an http:// URL of a Prometheus server"),
+                    ));
+                }
+                if metrics_listen.is_none() {
+                    return Err(bad(
+                        "metrics_listen",
+                        "is needed with `prometheus`: the address Prometheus scrapes the proxy at"
+                            .to_owned(),
+                    ));
+                }
+                MetricsSource::Prometheus(Box::new(maestro_deliver::Prometheus::new(
+                    url,
+                    Duration::from_secs(2),
+                )))
+            }
+        };
+        let state_dir = match (self.state_dir, store_dir) {
+            (Some(d), _) if d.is_relative() => base.join(d),
+            (Some(d), _) => d,
+            (None, Some(s)) => s.join("envs").join(&self.name),
+            (None, None) => {
+                return Err(bad(
+                    "state_dir",
+                    "is needed with a PostgreSQL store: where this conductor keeps releases and logs".to_owned(),
+                ));
+            }
+        };
+        let trust_keys = self
+            .trust_keys
+            .into_iter()
+            .map(|k| if k.is_relative() { base.join(k) } else { k })
+            .collect();
+        Ok(EnvConfig {
+            spec: EnvSpec {
+                name: self.name,
+                service: self.service,
+                listen,
+                metrics_listen,
+                process: maestro_deliver::ServiceSpec {
+                    command: self.command,
+                    workdir: self.workdir,
+                    health: self.health,
+                    ready_timeout: Duration::from_secs(self.ready_timeout_seconds.max(1)),
+                    stop_grace: Duration::from_secs(10),
+                    env: self.env,
+                },
+                plan,
+                metrics,
+                state_dir,
+            },
+            trust_keys,
+        })
+    }
+}
+
+/// The opened environments.
+#[derive(Debug, Default)]
+pub struct Environments {
+    by_name: HashMap<String, (Arc<Environment>, EnvConfig)>,
+}
+
+impl Environments {
+    /// Opens every configured environment (resuming deployments in progress) and starts
+    /// the task that logs and audits what they report.
+    ///
+    /// # Errors
+    /// When one cannot open.
+    pub async fn open(
+        state: &Arc<crate::AppState>,
+        configs: &[EnvConfig],
+    ) -> Result<Environments, ServerError> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut by_name = HashMap::new();
+        for c in configs {
+            let env = Environment::open(c.spec.clone(), Arc::clone(&state.pool), tx.clone())
+                .await
+                .map_err(|e| ServerError::Config {
+                    source_name: format!("environment {}", c.spec.name),
+                    message: e.to_string(),
+                })?;
+            by_name.insert(c.spec.name.clone(), (env, c.clone()));
+        }
+        tokio::spawn(record(Arc::clone(state), rx));
+        Ok(Environments { by_name })
+    }
+
+    /// Stops every environment's processes (deployments in progress resume at the next
+    /// start).
+    pub async fn shutdown(&self) {
+        for (env, _) in self.by_name.values() {
+            env.shutdown().await;
+        }
+    }
+}
+
+/// Logs every notice and appends it to the audit log (as the conductor) when it has a key.
+async fn record(state: Arc<crate::AppState>, mut rx: tokio::sync::mpsc::UnboundedReceiver<Notice>) {
+    while let Some(n) = rx.recv().await {
+        crate::log::event(
+            "info",
+            &n.action,
+            &[
+                ("environment", json!(n.environment)),
+                ("deployment", json!(n.deployment)),
+                ("version", json!(n.version)),
+                ("detail", json!(n.detail)),
+            ],
+        );
+        let Some(key) = state.audit_key.clone() else {
+            continue;
+        };
+        let entry = maestro_audit::NewEntry {
+            actor: maestro_audit::Actor {
+                id: "conductor".to_owned(),
+                via: "controller".to_owned(),
+            },
+            action: n.action.clone(),
+            target: format!("environment:{}/deployment:{}", n.environment, n.deployment),
+            params: json!({"version": n.version, "environment": n.environment}),
+            reason: Some(
+                n.detail
+                    .chars()
+                    .take(maestro_audit::entry::MAX_REASON_BYTES / 4)
+                    .collect(),
+            ),
+            result: maestro_audit::Outcome::Success,
+            links: maestro_audit::Links {
+                release: Some(n.version.clone()),
+                ..maestro_audit::Links::default()
+            },
+            tenant: None,
+        };
+        if let Err(e) = state.audit.with(move |log| log.append(&key, &entry)).await {
+            crate::log::event(
+                "error",
+                "audit append failed",
+                &[("error", json!(e.to_string()))],
+            );
+        }
+    }
+}
+
+fn environment_resource(name: &str, service: &str, tenant: &str) -> Resource {
+    Resource {
+        kind: "deployment",
+        id: None,
+        service: Some(service.to_owned()),
+        environment: Some(name.to_owned()),
+        tenant: tenant.to_owned(),
+    }
+}
+
+fn find<'a>(ctx: &'a Ctx, name: &str) -> Result<&'a (Arc<Environment>, EnvConfig), ApiError> {
+    ctx.auth
+        .state
+        .environments
+        .get()
+        .and_then(|e| e.by_name.get(name))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no environment `{name}` on this conductor"),
+            )
+        })
+}
+
+/// `GET /api/v1/environments/{env}`: its stable release and its deployments, newest first.
+pub(crate) fn environment_read(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let name = ctx.path.get("env").cloned().unwrap_or_default();
+        let (env, cfg) = find(&ctx, &name)?;
+        let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
+        if !ctx.auth.visible(&r) {
+            return Err(crate::api::not_found(&r));
+        }
+        let n = name.clone();
+        let (stable, deployments) = ctx
+            .auth
+            .state
+            .pool
+            .with(move |s| Ok((s.environment(&n)?, s.deployments(Some(&n), false, 20)?)))
+            .await
+            .map_err(|e| ApiError::store(&e))?;
+        let deployments: Vec<_> = deployments
+            .iter()
+            .filter(|d| d.tenant == ctx.auth.actor.tenant)
+            .map(|d| json!({"id": d.id, "version": d.version, "status": d.status, "actor": d.actor, "reason": d.reason, "created_at_ms": d.created_at_ms}))
+            .collect();
+        ctx.auth.release(
+            &r,
+            json!({
+                "name": name,
+                "service": cfg.spec.service,
+                "listen": env.addr().await.map(|a| a.to_string()),
+                "stable": stable.map(|s| json!({"version": s.version, "artifact": s.artifact, "deployment": s.deployment_id})),
+                "deployments": deployments,
+            }),
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployBody {
+    /// Absolute path of the artifact (a `.tar.gz`) on the conductor's host, with its
+    /// evidence bundles beside it.
+    artifact: PathBuf,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+}
+
+/// `POST /api/v1/environments/{env}/deployments` (sensitive): verify, unpack, deploy.
+pub(crate) fn deploy(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let name = ctx.path.get("env").cloned().unwrap_or_default();
+        let (env, cfg) = find(&ctx, &name)?;
+        let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
+        if !ctx.auth.visible(&r) {
+            return Err(crate::api::not_found(&r));
+        }
+        let body: DeployBody = ctx.json()?;
+        let artifact = body.artifact.clone();
+        let trust = cfg.trust_keys.clone();
+        let releases = cfg.spec.state_dir.join("releases");
+        let unpacked = tokio::task::spawn_blocking(move || {
+            crate::release::prepare(&artifact, &trust, &releases)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", e))?;
+        let reason = ctx.reason.clone().unwrap_or_default();
+        let id = env
+            .deploy(
+                Release {
+                    version: unpacked.version.clone(),
+                    artifact: unpacked.digest.clone(),
+                    dir: unpacked.dir,
+                    env: body.env,
+                },
+                Request {
+                    actor: ctx.auth.actor.id.clone(),
+                    tenant: ctx.auth.actor.tenant.clone(),
+                    reason,
+                    run_id: None,
+                },
+            )
+            .await
+            .map_err(|e| match e {
+                maestro_deliver::DeployError::Busy(id) => ApiError::new(
+                    StatusCode::CONFLICT,
+                    "deployment_in_progress",
+                    format!("deployment {id} is in progress in {name}: wait for it or abort it"),
+                ),
+                other => ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "deploy_failed",
+                    other.to_string(),
+                ),
+            })?;
+        ctx.auth.release_created(
+            &r,
+            json!({"id": id, "version": unpacked.version, "artifact": unpacked.digest, "url": format!("/api/v1/deployments/{id}")}),
+        )
+    })
+}
+
+async fn deployment_row(ctx: &Ctx) -> Result<(maestro_store::DeploymentRow, Resource), ApiError> {
+    let id = ctx.id("id", "deployment id")?;
+    let row = ctx
+        .auth
+        .state
+        .pool
+        .with(move |s| s.deployment(id))
+        .await
+        .map_err(|e| ApiError::store(&e))?;
+    let missing = Resource {
+        kind: "deployment",
+        id: Some(id.to_string()),
+        ..Resource::default()
+    };
+    let Some(row) = row else {
+        return Err(crate::api::not_found(&missing));
+    };
+    let r = Resource {
+        kind: "deployment",
+        id: Some(id.to_string()),
+        service: Some(row.service.clone()),
+        environment: Some(row.environment.clone()),
+        tenant: row.tenant.clone(),
+    };
+    Ok((row, r))
+}
+
+/// `GET /api/v1/deployments/{id}`: the canary report (status, steps, analyses, verdict).
+pub(crate) fn deployment_read(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let (row, r) = deployment_row(&ctx).await?;
+        let state: serde_json::Value = serde_json::from_str(&row.state).unwrap_or_default();
+        ctx.auth.release(
+            &r,
+            json!({
+                "id": row.id, "environment": row.environment, "service": row.service,
+                "version": row.version, "artifact": row.artifact, "previous": row.previous,
+                "status": row.status, "actor": row.actor, "reason": row.reason,
+                "created_at_ms": row.created_at_ms, "updated_at_ms": row.updated_at_ms,
+                "canary": state,
+            }),
+        )
+    })
+}
+
+/// `POST /api/v1/deployments/{id}/{action}` (sensitive): pause, resume, abort, promote.
+pub(crate) fn deployment_control(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let (row, r) = deployment_row(&ctx).await?;
+        if !ctx.auth.visible(&r) {
+            return Err(crate::api::not_found(&r));
+        }
+        let action = ctx.path.get("action").cloned().unwrap_or_default();
+        let cmd = match action.as_str() {
+            "pause" => maestro_canary::Command::Pause,
+            "resume" => maestro_canary::Command::Resume,
+            "abort" => maestro_canary::Command::Abort,
+            "promote" => maestro_canary::Command::Promote,
+            other => {
+                return Err(bad_request(format!(
+                    "`{other}` is not a command: pause, resume, abort or promote"
+                )));
+            }
+        };
+        let (env, _) = find(&ctx, &row.environment)?;
+        let why = format!(
+            "{}: {}",
+            ctx.auth.actor.id,
+            ctx.reason.clone().unwrap_or_default()
+        );
+        env.command(row.id, cmd, &why).await.map_err(|e| match e {
+            maestro_deliver::DeployError::NotFound(_) => ApiError::new(
+                StatusCode::CONFLICT,
+                "not_in_progress",
+                format!("deployment {} is not in progress ({})", row.id, row.status),
+            ),
+            other => ApiError::new(StatusCode::CONFLICT, "refused", other.to_string()),
+        })?;
+        ctx.auth.release(
+            &r,
+            json!({"id": row.id, "command": cmd.as_str(), "done": true}),
+        )
+    })
+}

@@ -1,0 +1,262 @@
+//! The demo's canary step with the real binaries: the example pipeline builds and signs
+//! the service, `maestro serve` runs a `stage` environment from its configuration, the
+//! first release becomes stable, a second one with an injected error rate goes out by
+//! canary under real traffic and rolls back by itself — with audit entries — and an
+//! artifact without evidence is refused.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Repo, text};
+use serde_json::{Value, json};
+
+const CONFIG: &str = r#"
+[[environments]]
+name = "stage"
+service = "hello-service"
+listen = "127.0.0.1:0"
+command = ["python3", "-m", "app.server", "{port}"]
+workdir = "hello-service"
+trust_keys = [".maestro/keys/dev.pub"]
+env = { PYTHONDONTWRITEBYTECODE = "1" }
+
+[environments.canary]
+steps = [10, 50, 100]
+interval = "1s"
+window = "2s"
+progress_deadline = "2m"
+
+[environments.canary.limits]
+min_requests = 30
+"#;
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+fn call(
+    method: &str,
+    url: &str,
+    token: &str,
+    reason: Option<&str>,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let a = agent();
+    let mut resp = match (method, body) {
+        ("GET", _) => a
+            .get(url)
+            .header("Authorization", format!("Bearer {token}"))
+            .call(),
+        (_, b) => {
+            let mut req = a
+                .post(url)
+                .header("Authorization", format!("Bearer {token}"));
+            if let Some(r) = reason {
+                req = req.header("X-Maestro-Reason", r);
+            }
+            req.send_json(b.unwrap_or_else(|| json!({})))
+        }
+    }
+    .expect("request");
+    let status = resp.status().as_u16();
+    (status, resp.body_mut().read_json().unwrap_or(Value::Null))
+}
+
+fn pipeline(repo: &Repo) -> String {
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    repo.path()
+        .join("dist/hello-service.tar.gz")
+        .display()
+        .to_string()
+}
+
+#[test]
+fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
+    let repo = Repo::example();
+    let first = pipeline(&repo);
+    // A second build of different sources: another artifact, another version.
+    let greeting = repo.path().join("app/greeting.py");
+    let src = std::fs::read_to_string(&greeting).expect("source");
+    std::fs::write(&greeting, format!("{src}\n# v2\n")).expect("edit");
+    let staged = repo.path().join("stage");
+    std::fs::create_dir_all(&staged).expect("mkdir");
+    let v1 = staged.join("v1.tar.gz");
+    for suffix in [
+        "",
+        ".sigstore.json",
+        ".intoto.sigstore.json",
+        ".sbom.sigstore.json",
+    ] {
+        std::fs::copy(
+            format!("{first}{suffix}"),
+            format!("{}{suffix}", v1.display()),
+        )
+        .expect("keep v1");
+    }
+    let second = pipeline(&repo);
+    std::fs::write(repo.path().join("conductor.toml"), CONFIG).expect("config");
+    assert!(repo.run(&["audit", "key"]).status.success());
+    let token = {
+        let out = repo.run(&[
+            "token",
+            "create",
+            "--name",
+            "ops",
+            "--actor",
+            "user:ops",
+            "--role",
+            "operator",
+            "--scope",
+            "deployments:read",
+            "--scope",
+            "deployments:write",
+            "--expires",
+            "1h",
+        ]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    };
+    let (mut child, base, lines) = common::serve(&repo, &["--config", "conductor.toml"]);
+    std::thread::spawn(move || for _ in lines {});
+
+    // Deploying needs a reason; an artifact without evidence is refused.
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/api/v1/environments/stage/deployments"),
+        &token,
+        None,
+        Some(json!({"artifact": v1})),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("reason_required")),
+        "{body}"
+    );
+    let bare = staged.join("bare.tar.gz");
+    std::fs::copy(&v1, &bare).expect("copy");
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/api/v1/environments/stage/deployments"),
+        &token,
+        Some("try"),
+        Some(json!({"artifact": bare})),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("unverified_artifact")),
+        "{body}"
+    );
+
+    // The first release is stable at once.
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/api/v1/environments/stage/deployments"),
+        &token,
+        Some("first release of the greeter"),
+        Some(json!({"artifact": v1})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, env) = call(
+        "GET",
+        &format!("{base}/api/v1/environments/stage"),
+        &token,
+        None,
+        None,
+    );
+    assert_eq!(status, 200, "{env}");
+    let proxy = env["listen"]
+        .as_str()
+        .expect("the proxy listens")
+        .to_owned();
+    assert_eq!(env["stable"]["version"], body["version"]);
+
+    // Real traffic through the proxy.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut load = Vec::new();
+    for _ in 0..12 {
+        let (stop, url) = (
+            std::sync::Arc::clone(&stop),
+            format!("http://{proxy}/greet?name=Dai"),
+        );
+        load.push(std::thread::spawn(move || {
+            let a = agent();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let _ = a
+                    .get(&url)
+                    .call()
+                    .map(|mut r| r.body_mut().read_to_string());
+                std::thread::sleep(Duration::from_millis(15));
+            }
+        }));
+    }
+
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/api/v1/environments/stage/deployments"),
+        &token,
+        Some("greetings in Welsh"),
+        Some(json!({"artifact": second, "env": {"HELLO_ERROR_RATE": "0.3"}})),
+    );
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let t = Instant::now();
+    let report = loop {
+        let (status, d) = call(
+            "GET",
+            &format!("{base}/api/v1/deployments/{id}"),
+            &token,
+            None,
+            None,
+        );
+        assert_eq!(status, 200, "{d}");
+        if d["status"] != "progressing" || t.elapsed() > Duration::from_secs(60) {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let _ = l.join();
+    }
+    assert_eq!(report["status"], "rolled_back", "{report}");
+    let reason = report["canary"]["reason"].as_str().unwrap_or_default();
+    assert!(
+        reason.contains("error rate") || reason.contains("5xx spike"),
+        "{reason}"
+    );
+    let (_, env) = call(
+        "GET",
+        &format!("{base}/api/v1/environments/stage"),
+        &token,
+        None,
+        None,
+    );
+    assert_ne!(
+        env["stable"]["version"], report["version"],
+        "stable is still the first release"
+    );
+
+    // Stop the conductor (SIGTERM: it stops the environment's processes), then read the log.
+    let pid = child.0.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill")
+            .success()
+    );
+    let stopped = child.0.wait().expect("the conductor stops");
+    assert!(stopped.success(), "a graceful stop: {stopped}");
+    let list = repo.run(&["audit", "list", "--limit", "50"]);
+    let shown = text(&list);
+    for want in ["deployments.create", "deploy.started", "deploy.rolled_back"] {
+        assert!(shown.contains(want), "{want} in:\n{shown}");
+    }
+    assert!(repo.run(&["audit", "verify"]).status.success());
+}
