@@ -120,11 +120,79 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ApiCommand,
     },
+    /// Deploy an artifact to an environment of a conductor, by canary: the conductor
+    /// verifies its signature, provenance and SBOM, then steps traffic over while it
+    /// compares the canary with stable, and rolls back by itself on a regression.
+    Deploy(DeployArgs),
+    /// A deployment's canary: show its report, or pause, resume, abort or promote it (each
+    /// with a reason, audited).
+    Canary {
+        #[command(subcommand)]
+        command: CanaryCommand,
+    },
     /// Service level objectives (OpenSLO v1).
     Slo {
         #[command(subcommand)]
         command: SloCommand,
     },
+}
+
+/// Where the conductor is, and who we are to it (`MAESTRO_TOKEN`).
+#[derive(Debug, Args, Clone)]
+pub(crate) struct ServerArgs {
+    /// The conductor's URL (https, or http on loopback).
+    #[arg(long, env = "MAESTRO_SERVER")]
+    pub server: String,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct DeployArgs {
+    /// The environment (`[[environments]]` of the conductor's configuration).
+    pub environment: String,
+    /// The artifact (`.tar.gz`) with its evidence bundles beside it; the conductor reads
+    /// it from this path (same host).
+    pub artifact: PathBuf,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Why (required: deploys are audited).
+    #[arg(long)]
+    pub reason: String,
+    /// A variable for this release's processes, KEY=VALUE (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Follow the canary until it is promoted (exit 0) or rolled back (exit 1).
+    #[arg(long)]
+    pub wait: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum CanaryCommand {
+    /// The canary report: status, steps, analyses and the verdict.
+    Show {
+        id: i64,
+        #[command(flatten)]
+        server: ServerArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Hold the canary at its step (it is still analysed, and rolled back on failure).
+    Pause(CanaryControl),
+    /// Go on from a pause (the step's health window starts again).
+    Resume(CanaryControl),
+    /// Stop it: all traffic back on stable at once, the canary stopped.
+    Abort(CanaryControl),
+    /// Promote now, whatever the analysis says (to ship a fix when stable itself is broken).
+    Promote(CanaryControl),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct CanaryControl {
+    pub id: i64,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Why (required: audited).
+    #[arg(long)]
+    pub reason: String,
 }
 
 #[derive(Debug, Subcommand)]

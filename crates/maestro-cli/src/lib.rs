@@ -11,6 +11,7 @@ mod args;
 mod audit;
 mod cmd_audit;
 mod cmd_cache;
+mod cmd_deploy;
 mod cmd_migrate;
 mod cmd_policy;
 mod cmd_repro;
@@ -84,6 +85,8 @@ pub fn main() -> ExitCode {
         Command::Token { command } => cmd_serve::token(&command),
         Command::Api { command } => cmd_serve::api(&command),
         Command::Slo { command } => cmd_slo::slo(&command),
+        Command::Deploy(a) => cmd_deploy::deploy(&a),
+        Command::Canary { command } => cmd_deploy::canary(&command),
     };
     match result {
         Ok(code) => exit::code(code),

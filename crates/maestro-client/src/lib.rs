@@ -191,17 +191,58 @@ impl Conductor {
         what: &str,
         body: &impl Serialize,
     ) -> Result<Value, ClientError> {
+        let body = serde_json::to_value(body).map_err(|e| ClientError::Url(e.to_string()))?;
+        self.request("POST", path, what, Some(&body), None)
+    }
+
+    /// One `GET`.
+    ///
+    /// # Errors
+    /// As [`Conductor::post`].
+    pub fn get(&mut self, path: &str, what: &str) -> Result<Value, ClientError> {
+        self.request("GET", path, what, None, None)
+    }
+
+    /// One `POST` of a sensitive action, with its reason (`X-Maestro-Reason`).
+    ///
+    /// # Errors
+    /// As [`Conductor::post`].
+    pub fn post_reasoned(
+        &mut self,
+        path: &str,
+        what: &str,
+        body: &Value,
+        reason: &str,
+    ) -> Result<Value, ClientError> {
+        self.request("POST", path, what, Some(body), Some(reason))
+    }
+
+    fn request(
+        &mut self,
+        method: &str,
+        path: &str,
+        what: &str,
+        body: Option<&Value>,
+        reason: Option<&str>,
+    ) -> Result<Value, ClientError> {
         let unavailable = |message: String| ClientError::Unavailable {
             base: self.base.clone(),
             what: what.to_owned(),
             message,
         };
         let bearer = self.credential.bearer(&self.agent, now_s())?;
-        let sent = self
-            .agent
-            .post(&format!("{}{path}", self.base))
-            .header("Authorization", format!("Bearer {}", bearer.as_str()))
-            .send_json(body);
+        let url = format!("{}{path}", self.base);
+        let auth = format!("Bearer {}", bearer.as_str());
+        let sent = if method == "GET" {
+            self.agent.get(&url).header("Authorization", &auth).call()
+        } else {
+            let mut req = self.agent.post(&url).header("Authorization", &auth);
+            if let Some(r) = reason {
+                req = req.header("X-Maestro-Reason", r);
+            }
+            req.send_json(body.cloned().unwrap_or(Value::Null))
+        };
+        drop(auth);
         drop(bearer);
         let mut resp = sent.map_err(|e| unavailable(e.to_string()))?;
         let status = resp.status().as_u16();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::{Repo, text};
 use serde_json::{Value, json};
@@ -196,30 +196,74 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
         }));
     }
 
-    let (status, body) = call(
-        "POST",
-        &format!("{base}/api/v1/environments/stage/deployments"),
-        &token,
-        Some("greetings in Welsh"),
-        Some(json!({"artifact": second, "env": {"HELLO_ERROR_RATE": "0.3"}})),
+    // The second release from the command line, followed until it ends.
+    let out = repo
+        .cmd(&[
+            "deploy",
+            "stage",
+            &second,
+            "--server",
+            &base,
+            "--reason",
+            "greetings in Welsh",
+            "--set",
+            "HELLO_ERROR_RATE=0.3",
+            "--wait",
+        ])
+        .env("MAESTRO_TOKEN", &token)
+        .output()
+        .expect("maestro deploy");
+    let shown = text(&out);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a rollback fails the command:\n{shown}"
     );
-    assert_eq!(status, 201, "{body}");
-    let id = body["id"].as_i64().expect("id");
-    let t = Instant::now();
-    let report = loop {
-        let (status, d) = call(
-            "GET",
-            &format!("{base}/api/v1/deployments/{id}"),
-            &token,
-            None,
-            None,
-        );
-        assert_eq!(status, 200, "{d}");
-        if d["status"] != "progressing" || t.elapsed() > Duration::from_secs(60) {
-            break d;
-        }
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    assert!(shown.contains("10.00% started"), "{shown}");
+    assert!(shown.contains("rolled back: "), "{shown}");
+    let id: i64 = shown
+        .split_whitespace()
+        .nth(1)
+        .and_then(|w| w.trim_end_matches(':').parse().ok())
+        .expect("deployment N: in the first line");
+    let (_, report) = call(
+        "GET",
+        &format!("{base}/api/v1/deployments/{id}"),
+        &token,
+        None,
+        None,
+    );
+    let out = repo
+        .cmd(&["canary", "show", &id.to_string(), "--server", &base])
+        .env("MAESTRO_TOKEN", &token)
+        .output()
+        .expect("maestro canary show");
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("rolled_back (by user:ops: greetings in Welsh)"),
+        "{}",
+        text(&out)
+    );
+    let out = repo
+        .cmd(&[
+            "canary",
+            "resume",
+            &id.to_string(),
+            "--server",
+            &base,
+            "--reason",
+            "again",
+        ])
+        .env("MAESTRO_TOKEN", &token)
+        .output()
+        .expect("maestro canary resume");
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "an ended canary takes no command: {}",
+        text(&out)
+    );
+    assert!(text(&out).contains("not_in_progress"), "{}", text(&out));
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in load {
         let _ = l.join();
