@@ -372,4 +372,66 @@ mod tests {
             (Some("b"), Some("production"))
         );
     }
+
+    #[test]
+    fn environments_are_checked_with_their_field_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("conductor.toml");
+        let good = "[[environments]]\nname = \"stage\"\nservice = \"hello\"\nlisten = \"127.0.0.1:8600\"\ncommand = [\"python3\", \"-m\", \"app.server\", \"{port}\"]\ntrust_keys = [\"keys/dev.pub\"]\n";
+        let check = |text: &str| {
+            std::fs::write(&p, text).expect("write");
+            Settings::from_file(&p)
+                .and_then(|s| s.validate(&dir.path().join("store.db").display().to_string()))
+                .map_err(|e| e.to_string())
+        };
+        let c = check(good).expect("valid");
+        let env = &c.environments[0];
+        assert_eq!(
+            env.spec.state_dir,
+            dir.path().join("envs/stage"),
+            "beside the store"
+        );
+        assert_eq!(
+            env.trust_keys,
+            [dir.path().join("keys/dev.pub")],
+            "relative to the file"
+        );
+        assert_eq!(env.spec.plan.steps, [500, 2_500, 5_000, 10_000]);
+        for (change, want) in [
+            (
+                "trust_keys = [\"keys/dev.pub\"]",
+                "environments[0].trust_keys: is empty",
+            ),
+            (
+                "listen = \"127.0.0.1:8600\"",
+                "environments[0].listen: `8600` is not an address",
+            ),
+            (
+                "name = \"stage\"",
+                "environments[0].name: `Stage` is not a name",
+            ),
+        ] {
+            let replacement = match want {
+                w if w.contains("trust_keys") => "trust_keys = []",
+                w if w.contains("listen") => "listen = \"8600\"",
+                _ => "name = \"Stage\"",
+            };
+            let err = check(&good.replace(change, replacement)).expect_err(want);
+            assert!(err.contains(want), "{err}");
+        }
+        let err =
+            check(&format!("{good}[environments.canary]\nwindow = \"1s\"\n")).expect_err("window");
+        assert!(
+            err.contains("environments[0].canary.window: `1s` is shorter than the interval"),
+            "{err}"
+        );
+        let err =
+            check(&format!("{good}[environments.canary]\nwindw = \"1s\"\n")).expect_err("typo");
+        assert!(err.contains("unknown field `windw`"), "{err}");
+        let err = check(&format!("{good}{good}")).expect_err("twice");
+        assert!(
+            err.contains("environments[1].name: `stage` is configured twice"),
+            "{err}"
+        );
+    }
 }

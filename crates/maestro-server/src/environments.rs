@@ -127,10 +127,10 @@ impl EnvironmentSettings {
                 "is empty: deploys accept only artifacts signed by a trusted key; list the public keys".to_owned(),
             ));
         }
-        let plan = self
-            .canary
-            .plan()
-            .map_err(|e| bad(&format!("canary.{}", e.split(':').next().unwrap_or("")), e))?;
+        let plan = self.canary.plan().map_err(|e| {
+            let (key, why) = e.split_once(": ").unwrap_or(("", e.as_str()));
+            bad(&format!("canary.{key}"), why.to_owned())
+        })?;
         let metrics = match &self.prometheus {
             None => MetricsSource::Proxy,
             Some(url) => {
