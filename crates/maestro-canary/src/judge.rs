@@ -183,6 +183,29 @@ pub fn judge(
     previous_backlog: i64,
     l: &Limits,
 ) -> Judgement {
+    judge_against(canary, stable, previous_backlog, l, Against::Concurrent)
+}
+
+/// What the canary is compared with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Against {
+    /// Stable's traffic of the same interval.
+    Concurrent,
+    /// Stable's last interval with enough traffic (the last step, where stable has none):
+    /// rates still compare, latency does not — the canary now carries all the load stable
+    /// carried only part of, so it is held to the absolute latency limit instead.
+    Baseline,
+}
+
+/// As [`judge`], saying what `stable` is.
+#[must_use]
+pub fn judge_against(
+    canary: &Observation,
+    stable: &Observation,
+    previous_backlog: i64,
+    l: &Limits,
+    against: Against,
+) -> Judgement {
     let mut checks = Vec::new();
 
     // Poison signals first: conclusive on few requests.
@@ -268,7 +291,8 @@ pub fn judge(
     let sl = stats::thin(&stable.latencies_ms, LATENCY_CAP);
     let (c95, s95) = (stats::quantile(&cl, 0.95), stats::quantile(&sl, 0.95));
     let samples_ok = cl.len() >= 20 && sl.len() >= 20;
-    checks.push(if enough && samples_ok {
+    if against == Against::Concurrent {
+        checks.push(if enough && samples_ok {
         let r = stats::mann_whitney(&cl, &sl);
         let material = c95 > s95 * (1.0 + l.latency_tolerance) && c95 - s95 > l.latency_floor_ms;
         let fail = r.test.p_value < l.alpha && material;
@@ -290,6 +314,7 @@ pub fn judge(
     } else {
         no_data("latency p95", c95, &thin)
     });
+    }
     if let Some(max) = l.max_p95_ms {
         checks.push(if canary.requests >= l.min_requests && cl.len() >= 20 {
             // A p95 over the limit means more than 5% of requests over it: judged on

@@ -12,7 +12,9 @@ pub mod stats;
 pub mod strategy;
 
 pub use controller::{Action, Canary, Command, Event, Phase};
-pub use judge::{Check, Judgement, Limits, Observation, Status, Streak, Verdict, judge};
+pub use judge::{
+    Against, Check, Judgement, Limits, Observation, Status, Streak, Verdict, judge, judge_against,
+};
 pub use strategy::{Plan, Strategy};
 
 /// Weights are in basis points: 10,000 = all traffic.

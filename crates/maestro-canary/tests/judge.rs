@@ -222,3 +222,41 @@ fn a_judgement_without_samples_survives_a_round_trip_through_json() {
     let back: maestro_canary::Judgement = serde_json::from_str(&text).expect("read back");
     assert_eq!(back.checks.len(), j.checks.len());
 }
+
+#[test]
+fn against_a_baseline_latency_is_held_to_the_limit_not_to_stable() {
+    let mut rng = Rng(13);
+    // At the last step the canary carries all the load: slower than stable was at half.
+    let canary = traffic(&mut rng, 500, 0.0, 60.0);
+    let baseline = traffic(&mut rng, 500, 0.0, 20.0);
+    let l = Limits::default();
+    assert_eq!(judge(&canary, &baseline, 0, &l).verdict, Verdict::Fail);
+    let j =
+        maestro_canary::judge_against(&canary, &baseline, 0, &l, maestro_canary::Against::Baseline);
+    assert_eq!(j.verdict, Verdict::Pass, "{}", j.why());
+    assert!(j.checks.iter().all(|c| c.name != "latency p95"));
+    // Rates still compare, and the absolute latency limit still holds.
+    let mut failing = canary.clone();
+    failing.errors = 100;
+    let j = maestro_canary::judge_against(
+        &failing,
+        &baseline,
+        0,
+        &l,
+        maestro_canary::Against::Baseline,
+    );
+    assert_eq!(j.verdict, Verdict::Fail);
+    let limited = Limits {
+        max_p95_ms: Some(50.0),
+        ..Limits::default()
+    };
+    let j = maestro_canary::judge_against(
+        &canary,
+        &baseline,
+        0,
+        &limited,
+        maestro_canary::Against::Baseline,
+    );
+    assert_eq!(j.verdict, Verdict::Fail, "{}", j.why());
+    assert!(j.why().starts_with("latency p95 limit"), "{}", j.why());
+}

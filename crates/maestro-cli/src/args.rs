@@ -124,6 +124,9 @@ pub(crate) enum Command {
     /// verifies its signature, provenance and SBOM, then steps traffic over while it
     /// compares the canary with stable, and rolls back by itself on a regression.
     Deploy(DeployArgs),
+    /// Roll an environment back to its last good release (the one promoted before the
+    /// current stable release, or `--to VERSION`), at once.
+    Rollback(RollbackArgs),
     /// A deployment's canary: show its report, or pause, resume, abort or promote it (each
     /// with a reason, audited).
     Canary {
@@ -163,6 +166,19 @@ pub(crate) struct DeployArgs {
     /// Follow the canary until it is promoted (exit 0) or rolled back (exit 1).
     #[arg(long)]
     pub wait: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RollbackArgs {
+    pub environment: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
+    /// Why (required: audited).
+    #[arg(long)]
+    pub reason: String,
+    /// The release (version) to go back to.
+    #[arg(long)]
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -6,7 +6,7 @@ use std::time::Duration;
 use maestro_client::{Conductor, Credential};
 use serde_json::{Value, json};
 
-use crate::args::{CanaryCommand, CanaryControl, DeployArgs, ServerArgs};
+use crate::args::{CanaryCommand, CanaryControl, DeployArgs, RollbackArgs, ServerArgs};
 use crate::exit::{Failure, OK, PIPELINE_FAILED};
 
 fn conductor(s: &ServerArgs) -> Result<Conductor, Failure> {
@@ -169,5 +169,29 @@ fn control(a: &CanaryControl, action: &str) -> Result<u8, Failure> {
     )
     .map_err(refused)?;
     println!("deployment {}: {action} done", a.id);
+    Ok(OK)
+}
+
+pub(crate) fn rollback(a: &RollbackArgs) -> Result<u8, Failure> {
+    let mut c = conductor(&a.server)?;
+    let body = match &a.to {
+        Some(v) => json!({"to": v}),
+        None => json!({}),
+    };
+    let done = c
+        .post_reasoned(
+            &format!("/api/v1/environments/{}/rollback", a.environment),
+            &format!("the rollback of {}", a.environment),
+            &body,
+            &a.reason,
+        )
+        .map_err(refused)?;
+    println!(
+        "{}: {} → {} (promoted by deployment {})",
+        a.environment,
+        done["from"].as_str().unwrap_or("?"),
+        done["to"].as_str().unwrap_or("?"),
+        done["deployment"]
+    );
     Ok(OK)
 }

@@ -86,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Api { command } => cmd_serve::api(&command),
         Command::Slo { command } => cmd_slo::slo(&command),
         Command::Deploy(a) => cmd_deploy::deploy(&a),
+        Command::Rollback(a) => cmd_deploy::rollback(&a),
         Command::Canary { command } => cmd_deploy::canary(&command),
     };
     match result {

@@ -558,12 +558,12 @@ impl Environment {
             let enough = stable_obs.requests >= limits.min_requests;
             // At the last step stable gets no traffic: the canary is held to stable's last
             // interval with enough of it.
-            let against = match (&baseline, weight == maestro_canary::ALL && !enough) {
-                (Some(b), true) => b.clone(),
-                _ => stable_obs.clone(),
+            let (against, kind) = match (&baseline, weight == maestro_canary::ALL && !enough) {
+                (Some(b), true) => (b.clone(), maestro_canary::Against::Baseline),
+                _ => (stable_obs.clone(), maestro_canary::Against::Concurrent),
             };
             let judgement: Judgement =
-                maestro_canary::judge(&canary_obs, &against, backlog, limits);
+                maestro_canary::judge_against(&canary_obs, &against, backlog, limits, kind);
             let Some(active) = live.active.as_mut() else {
                 return;
             };

@@ -300,6 +300,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
         handler: crate::environments::deploy,
     },
     Endpoint {
+        method: "POST",
+        path: "/api/v1/environments/{env}/rollback",
+        action: "deployments.control",
+        scope: "deployments:write",
+        kind: "deployment",
+        sensitive: true,
+        handler: crate::environments::rollback,
+    },
+    Endpoint {
         method: "GET",
         path: "/api/v1/deployments/{id}",
         action: "deployments.read",

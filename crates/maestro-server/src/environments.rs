@@ -488,3 +488,76 @@ pub(crate) fn deployment_control(ctx: Ctx) -> Answer {
         )
     })
 }
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RollbackBody {
+    /// The release to go back to (a version); default: the last one promoted before the
+    /// current stable release.
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `POST /api/v1/environments/{env}/rollback` (sensitive): the stable release becomes an
+/// earlier good one (promoted before, still unpacked), at once.
+pub(crate) fn rollback(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let name = ctx.path.get("env").cloned().unwrap_or_default();
+        let (env, cfg) = find(&ctx, &name)?;
+        let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
+        if !ctx.auth.visible(&r) {
+            return Err(crate::api::not_found(&r));
+        }
+        let body: RollbackBody = if ctx.body.is_empty() {
+            RollbackBody::default()
+        } else {
+            ctx.json()?
+        };
+        let n = name.clone();
+        let (stable, history) = ctx
+            .auth
+            .state
+            .pool
+            .with(move |s| Ok((s.environment(&n)?, s.deployments(Some(&n), false, 200)?)))
+            .await
+            .map_err(|e| ApiError::store(&e))?;
+        let current = stable.map(|s| s.version).unwrap_or_default();
+        let target = history.iter().find(|d| {
+            d.status == "promoted"
+                && d.version != current
+                && body.to.as_ref().is_none_or(|v| *v == d.version)
+        });
+        let Some(target) = target else {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "nothing_to_roll_back_to",
+                match &body.to {
+                    Some(v) => format!("release {v} was never promoted in {name}"),
+                    None => format!("no release before {current} was promoted in {name}"),
+                },
+            ));
+        };
+        let release = Release {
+            version: target.version.clone(),
+            artifact: target.artifact.clone(),
+            dir: PathBuf::from(&target.release_dir),
+            env: serde_json::from_str(&target.env).unwrap_or_default(),
+        };
+        env.set_stable(release).await.map_err(|e| match e {
+            maestro_deliver::DeployError::Busy(id) => ApiError::new(
+                StatusCode::CONFLICT,
+                "deployment_in_progress",
+                format!("deployment {id} is in progress in {name}: abort it instead"),
+            ),
+            other => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "rollback_failed",
+                other.to_string(),
+            ),
+        })?;
+        ctx.auth.release(
+            &r,
+            json!({"environment": name, "from": current, "to": target.version, "deployment": target.id}),
+        )
+    })
+}

@@ -1,8 +1,9 @@
 //! The demo's canary step with the real binaries: the example pipeline builds and signs
 //! the service, `maestro serve` runs a `stage` environment from its configuration, the
-//! first release becomes stable, a second one with an injected error rate goes out by
-//! canary under real traffic and rolls back by itself — with audit entries — and an
-//! artifact without evidence is refused.
+//! first release becomes stable, a healthy second one is promoted step by step, a manual
+//! rollback returns to the first, the second again with an injected error rate rolls back
+//! by itself under real traffic — with audit entries — and an artifact without evidence is
+//! refused.
 
 mod common;
 
@@ -196,7 +197,78 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
         }));
     }
 
-    // The second release from the command line, followed until it ends.
+    // A healthy second release goes through every step; then back to the first by hand.
+    let cli = |args: &[&str]| {
+        let out = repo
+            .cmd(args)
+            .env("MAESTRO_TOKEN", &token)
+            .output()
+            .expect("maestro");
+        (out.status.code(), text(&out))
+    };
+    let (code, shown) = cli(&[
+        "deploy",
+        "stage",
+        &second,
+        "--server",
+        &base,
+        "--reason",
+        "greetings in Welsh",
+        "--wait",
+    ]);
+    assert_eq!(code, Some(0), "{shown}");
+    assert!(
+        shown.contains("100.00% step: step 3 of 3: 100%") && shown.trim_end().ends_with("promoted"),
+        "{shown}"
+    );
+    let (_, env) = call(
+        "GET",
+        &format!("{base}/api/v1/environments/stage"),
+        &token,
+        None,
+        None,
+    );
+    let v2 = env["stable"]["version"]
+        .as_str()
+        .expect("stable")
+        .to_owned();
+    let (code, shown) = cli(&[
+        "rollback",
+        "stage",
+        "--server",
+        &base,
+        "--reason",
+        "the Welsh is wrong",
+    ]);
+    assert_eq!(code, Some(0), "{shown}");
+    let (_, env) = call(
+        "GET",
+        &format!("{base}/api/v1/environments/stage"),
+        &token,
+        None,
+        None,
+    );
+    let v1 = env["stable"]["version"]
+        .as_str()
+        .expect("stable")
+        .to_owned();
+    assert!(shown.contains(&format!("stage: {v2} → {v1}")), "{shown}");
+    assert_ne!(v1, v2);
+    let (code, shown) = cli(&[
+        "rollback",
+        "stage",
+        "--server",
+        &base,
+        "--reason",
+        "again",
+        "--to",
+        "0123456789ab",
+    ]);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("nothing_to_roll_back_to"), "{shown}");
+
+    // The second release again, now with a fault: it rolls back by itself.
+
     let out = repo
         .cmd(&[
             "deploy",
@@ -205,7 +277,7 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
             "--server",
             &base,
             "--reason",
-            "greetings in Welsh",
+            "greetings in Welsh, again",
             "--set",
             "HELLO_ERROR_RATE=0.3",
             "--wait",
@@ -240,7 +312,7 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
         .expect("maestro canary show");
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        text(&out).contains("rolled_back (by user:ops: greetings in Welsh)"),
+        text(&out).contains("rolled_back (by user:ops: greetings in Welsh, again)"),
         "{}",
         text(&out)
     );
@@ -299,7 +371,13 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
     assert!(stopped.success(), "a graceful stop: {stopped}");
     let list = repo.run(&["audit", "list", "--limit", "50"]);
     let shown = text(&list);
-    for want in ["deployments.create", "deploy.started", "deploy.rolled_back"] {
+    for want in [
+        "deployments.create",
+        "deployments.control",
+        "deploy.started",
+        "deploy.promoted",
+        "deploy.rolled_back",
+    ] {
         assert!(shown.contains(want), "{want} in:\n{shown}");
     }
     assert!(repo.run(&["audit", "verify"]).status.success());
