@@ -289,6 +289,40 @@ fn environment_resource(name: &str, service: &str, tenant: &str) -> Resource {
     }
 }
 
+/// The environment the path names, as a resource the actor may act on (404 otherwise).
+fn visible_environment(
+    ctx: &Ctx,
+) -> Result<(String, Arc<Environment>, EnvConfig, Resource), ApiError> {
+    let name = ctx.path.get("env").cloned().unwrap_or_default();
+    let (env, cfg) = find(ctx, &name)?;
+    let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
+    if !ctx.auth.visible(&r) {
+        return Err(crate::api::not_found(&r));
+    }
+    Ok((name, Arc::clone(env), cfg.clone(), r))
+}
+
+/// The environment's stable release and its last `n` deployments.
+async fn history(
+    ctx: &Ctx,
+    name: &str,
+    n: usize,
+) -> Result<
+    (
+        Option<maestro_store::EnvironmentRow>,
+        Vec<maestro_store::DeploymentRow>,
+    ),
+    ApiError,
+> {
+    let name = name.to_owned();
+    ctx.auth
+        .state
+        .pool
+        .with(move |s| Ok((s.environment(&name)?, s.deployments(Some(&name), false, n)?)))
+        .await
+        .map_err(|e| ApiError::store(&e))
+}
+
 fn find<'a>(ctx: &'a Ctx, name: &str) -> Result<&'a (Arc<Environment>, EnvConfig), ApiError> {
     ctx.auth
         .state
@@ -307,20 +341,8 @@ fn find<'a>(ctx: &'a Ctx, name: &str) -> Result<&'a (Arc<Environment>, EnvConfig
 /// `GET /api/v1/environments/{env}`: its stable release and its deployments, newest first.
 pub(crate) fn environment_read(ctx: Ctx) -> Answer {
     Box::pin(async move {
-        let name = ctx.path.get("env").cloned().unwrap_or_default();
-        let (env, cfg) = find(&ctx, &name)?;
-        let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
-        if !ctx.auth.visible(&r) {
-            return Err(crate::api::not_found(&r));
-        }
-        let n = name.clone();
-        let (stable, deployments) = ctx
-            .auth
-            .state
-            .pool
-            .with(move |s| Ok((s.environment(&n)?, s.deployments(Some(&n), false, 20)?)))
-            .await
-            .map_err(|e| ApiError::store(&e))?;
+        let (name, env, cfg, r) = visible_environment(&ctx)?;
+        let (stable, deployments) = history(&ctx, &name, 20).await?;
         let deployments: Vec<_> = deployments
             .iter()
             .filter(|d| d.tenant == ctx.auth.actor.tenant)
@@ -352,12 +374,7 @@ struct DeployBody {
 /// `POST /api/v1/environments/{env}/deployments` (sensitive): verify, unpack, deploy.
 pub(crate) fn deploy(ctx: Ctx) -> Answer {
     Box::pin(async move {
-        let name = ctx.path.get("env").cloned().unwrap_or_default();
-        let (env, cfg) = find(&ctx, &name)?;
-        let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
-        if !ctx.auth.visible(&r) {
-            return Err(crate::api::not_found(&r));
-        }
+        let (name, env, cfg, r) = visible_environment(&ctx)?;
         let body: DeployBody = ctx.json()?;
         let artifact = body.artifact.clone();
         let trust = cfg.trust_keys.clone();
@@ -502,25 +519,13 @@ struct RollbackBody {
 /// earlier good one (promoted before, still unpacked), at once.
 pub(crate) fn rollback(ctx: Ctx) -> Answer {
     Box::pin(async move {
-        let name = ctx.path.get("env").cloned().unwrap_or_default();
-        let (env, cfg) = find(&ctx, &name)?;
-        let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
-        if !ctx.auth.visible(&r) {
-            return Err(crate::api::not_found(&r));
-        }
+        let (name, env, _, r) = visible_environment(&ctx)?;
         let body: RollbackBody = if ctx.body.is_empty() {
             RollbackBody::default()
         } else {
             ctx.json()?
         };
-        let n = name.clone();
-        let (stable, history) = ctx
-            .auth
-            .state
-            .pool
-            .with(move |s| Ok((s.environment(&n)?, s.deployments(Some(&n), false, 200)?)))
-            .await
-            .map_err(|e| ApiError::store(&e))?;
+        let (stable, history) = history(&ctx, &name, 200).await?;
         let current = stable.map(|s| s.version).unwrap_or_default();
         let target = history.iter().find(|d| {
             d.status == "promoted"

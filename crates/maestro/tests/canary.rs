@@ -206,16 +206,14 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
             .expect("maestro");
         (out.status.code(), text(&out))
     };
-    let (code, shown) = cli(&[
-        "deploy",
-        "stage",
-        &second,
-        "--server",
-        &base,
-        "--reason",
-        "greetings in Welsh",
-        "--wait",
-    ]);
+    let deploy = |reason: &str, extra: &[&str]| {
+        let mut args = vec![
+            "deploy", "stage", &second, "--server", &base, "--reason", reason, "--wait",
+        ];
+        args.extend_from_slice(extra);
+        cli(&args)
+    };
+    let (code, shown) = deploy("greetings in Welsh", &[]);
     assert_eq!(code, Some(0), "{shown}");
     assert!(
         shown.contains("100.00% step: step 3 of 3: 100%") && shown.trim_end().ends_with("promoted"),
@@ -268,29 +266,11 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
     assert!(shown.contains("nothing_to_roll_back_to"), "{shown}");
 
     // The second release again, now with a fault: it rolls back by itself.
-
-    let out = repo
-        .cmd(&[
-            "deploy",
-            "stage",
-            &second,
-            "--server",
-            &base,
-            "--reason",
-            "greetings in Welsh, again",
-            "--set",
-            "HELLO_ERROR_RATE=0.3",
-            "--wait",
-        ])
-        .env("MAESTRO_TOKEN", &token)
-        .output()
-        .expect("maestro deploy");
-    let shown = text(&out);
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a rollback fails the command:\n{shown}"
+    let (code, shown) = deploy(
+        "greetings in Welsh, again",
+        &["--set", "HELLO_ERROR_RATE=0.3"],
     );
+    assert_eq!(code, Some(1), "a rollback fails the command:\n{shown}");
     assert!(shown.contains("10.00% started"), "{shown}");
     assert!(shown.contains("rolled back: "), "{shown}");
     let id: i64 = shown
@@ -305,37 +285,18 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
         None,
         None,
     );
-    let out = repo
-        .cmd(&["canary", "show", &id.to_string(), "--server", &base])
-        .env("MAESTRO_TOKEN", &token)
-        .output()
-        .expect("maestro canary show");
-    assert!(out.status.success(), "{}", text(&out));
+    let id = id.to_string();
+    let (code, shown) = cli(&["canary", "show", &id, "--server", &base]);
+    assert_eq!(code, Some(0), "{shown}");
     assert!(
-        text(&out).contains("rolled_back (by user:ops: greetings in Welsh, again)"),
-        "{}",
-        text(&out)
+        shown.contains("rolled_back (by user:ops: greetings in Welsh, again)"),
+        "{shown}"
     );
-    let out = repo
-        .cmd(&[
-            "canary",
-            "resume",
-            &id.to_string(),
-            "--server",
-            &base,
-            "--reason",
-            "again",
-        ])
-        .env("MAESTRO_TOKEN", &token)
-        .output()
-        .expect("maestro canary resume");
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "an ended canary takes no command: {}",
-        text(&out)
-    );
-    assert!(text(&out).contains("not_in_progress"), "{}", text(&out));
+    let (code, shown) = cli(&[
+        "canary", "resume", &id, "--server", &base, "--reason", "again",
+    ]);
+    assert_eq!(code, Some(2), "an ended canary takes no command: {shown}");
+    assert!(shown.contains("not_in_progress"), "{shown}");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for l in load {
         let _ = l.join();
