@@ -192,44 +192,190 @@ impl EnvironmentSettings {
     }
 }
 
-/// The opened environments.
+/// How long an environment's lease runs, and how often its holder renews it.
+const LEASE_TTL: Duration = Duration::from_secs(15);
+const LEASE_RENEW: Duration = Duration::from_secs(5);
+
+/// One configured environment: open here while this conductor holds its lease
+/// (`environment:<name>`), `None` while another conductor runs it.
+#[derive(Debug)]
+struct Slot {
+    cfg: EnvConfig,
+    env: std::sync::RwLock<Option<Arc<Environment>>>,
+}
+
+impl Slot {
+    fn get(&self) -> Option<Arc<Environment>> {
+        self.env
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    fn set(&self, env: Option<Arc<Environment>>) -> Option<Arc<Environment>> {
+        std::mem::replace(
+            &mut *self
+                .env
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            env,
+        )
+    }
+}
+
+/// The configured environments. Several conductors on one PostgreSQL may configure the
+/// same environment: one at a time runs it (its processes, proxy and controllers), the
+/// holder of its lease; the others stand by and take over when the lease lapses.
 #[derive(Debug, Default)]
 pub struct Environments {
-    by_name: HashMap<String, (Arc<Environment>, EnvConfig)>,
+    by_name: HashMap<String, Arc<Slot>>,
+    holder: String,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
 impl Environments {
-    /// Opens every configured environment (resuming deployments in progress) and starts
-    /// the task that logs and audits what they report.
+    /// Takes each environment's lease and opens the ones it gets (resuming deployments in
+    /// progress); a task per environment renews the lease, or keeps trying to take it.
     ///
     /// # Errors
-    /// When one cannot open.
+    /// When an environment whose lease it holds cannot open.
     pub async fn open(
         state: &Arc<crate::AppState>,
         configs: &[EnvConfig],
+        holder: &str,
     ) -> Result<Environments, ServerError> {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut by_name = HashMap::new();
+        let mut tasks = Vec::new();
         for c in configs {
-            let env = Environment::open(c.spec.clone(), Arc::clone(&state.pool), tx.clone())
-                .await
-                .map_err(|e| ServerError::Config {
-                    source_name: format!("environment {}", c.spec.name),
-                    message: e.to_string(),
-                })?;
-            by_name.insert(c.spec.name.clone(), (env, c.clone()));
+            let slot = Arc::new(Slot {
+                cfg: c.clone(),
+                env: std::sync::RwLock::new(None),
+            });
+            let mut held_until = if lease(state, &c.spec.name, holder).await {
+                let env = Environment::open(c.spec.clone(), Arc::clone(&state.pool), tx.clone())
+                    .await
+                    .map_err(|e| ServerError::Config {
+                        source_name: format!("environment {}", c.spec.name),
+                        message: e.to_string(),
+                    })?;
+                slot.set(Some(env));
+                now_ms() + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
+            } else {
+                crate::log::event(
+                    "info",
+                    "environment runs on another conductor",
+                    &[("environment", json!(c.spec.name))],
+                );
+                0
+            };
+            let (state, slot2, holder, tx) = (
+                Arc::clone(state),
+                Arc::clone(&slot),
+                holder.to_owned(),
+                tx.clone(),
+            );
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(LEASE_RENEW).await;
+                    let name = slot2.cfg.spec.name.clone();
+                    let got = lease(&state, &name, &holder).await;
+                    let open = slot2.get().is_some();
+                    if got {
+                        held_until =
+                            now_ms() + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+                    }
+                    match (got, open) {
+                        (true, false) => {
+                            match Environment::open(
+                                slot2.cfg.spec.clone(),
+                                Arc::clone(&state.pool),
+                                tx.clone(),
+                            )
+                            .await
+                            {
+                                Ok(env) => {
+                                    slot2.set(Some(env));
+                                    crate::log::event(
+                                        "info",
+                                        "environment taken over",
+                                        &[("environment", json!(name))],
+                                    );
+                                }
+                                Err(e) => crate::log::event(
+                                    "error",
+                                    "environment did not open",
+                                    &[
+                                        ("environment", json!(name)),
+                                        ("error", json!(e.to_string())),
+                                    ],
+                                ),
+                            }
+                        }
+                        // Lost (or could not renew in time): stop before another takes it.
+                        (false, true)
+                            if now_ms()
+                                >= held_until
+                                    - i64::try_from(LEASE_RENEW.as_millis()).unwrap_or(0) =>
+                        {
+                            if let Some(env) = slot2.set(None) {
+                                env.shutdown().await;
+                            }
+                            crate::log::event(
+                                "error",
+                                "environment lease lost: stopped here",
+                                &[("environment", json!(name))],
+                            );
+                        }
+                        _ => {}
+                    }
+                }
+            }));
+            by_name.insert(c.spec.name.clone(), slot);
         }
-        tokio::spawn(record(Arc::clone(state), rx));
-        Ok(Environments { by_name })
+        tasks.push(tokio::spawn(record(Arc::clone(state), rx)));
+        Ok(Environments {
+            by_name,
+            holder: holder.to_owned(),
+            tasks,
+        })
     }
 
-    /// Stops every environment's processes (deployments in progress resume at the next
-    /// start).
-    pub async fn shutdown(&self) {
-        for (env, _) in self.by_name.values() {
-            env.shutdown().await;
+    /// Stops every environment's processes and gives their leases up, so a standing-by
+    /// conductor takes over at once (deployments in progress resume there).
+    pub async fn shutdown(&self, state: &Arc<crate::AppState>) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        for (name, slot) in &self.by_name {
+            if let Some(env) = slot.set(None) {
+                env.shutdown().await;
+                let (n, h) = (format!("environment:{name}"), self.holder.clone());
+                let _ = state
+                    .pool
+                    .with(move |s| s.lease_release(&n, &h, now_ms()))
+                    .await;
+            }
         }
     }
+}
+
+/// Takes or renews `environment:<name>` for `holder`; false when another holds it or the
+/// store fails.
+async fn lease(state: &Arc<crate::AppState>, name: &str, holder: &str) -> bool {
+    let (n, h) = (format!("environment:{name}"), holder.to_owned());
+    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+    state
+        .pool
+        .with(move |s| s.lease_acquire(&n, &h, ttl, now_ms()))
+        .await
+        .is_ok_and(|l| l.is_some())
 }
 
 /// Logs every notice and appends it to the audit log (as the conductor) when it has a key.
@@ -299,7 +445,7 @@ fn visible_environment(
     if !ctx.auth.visible(&r) {
         return Err(crate::api::not_found(&r));
     }
-    Ok((name, Arc::clone(env), cfg.clone(), r))
+    Ok((name, env, cfg, r))
 }
 
 /// The environment's stable release and its last `n` deployments.
@@ -323,8 +469,9 @@ async fn history(
         .map_err(|e| ApiError::store(&e))
 }
 
-fn find<'a>(ctx: &'a Ctx, name: &str) -> Result<&'a (Arc<Environment>, EnvConfig), ApiError> {
-    ctx.auth
+fn find(ctx: &Ctx, name: &str) -> Result<(Arc<Environment>, EnvConfig), ApiError> {
+    let slot = ctx
+        .auth
         .state
         .environments
         .get()
@@ -335,7 +482,15 @@ fn find<'a>(ctx: &'a Ctx, name: &str) -> Result<&'a (Arc<Environment>, EnvConfig
                 "not_found",
                 format!("no environment `{name}` on this conductor"),
             )
-        })
+        })?;
+    let env = slot.get().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "runs_elsewhere",
+            format!("environment `{name}` runs on another conductor (it holds its lease); ask that one, or retry when it stops"),
+        )
+    })?;
+    Ok((env, slot.cfg.clone()))
 }
 
 /// `GET /api/v1/environments/{env}`: its stable release and its deployments, newest first.

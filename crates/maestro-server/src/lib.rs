@@ -222,7 +222,9 @@ pub async fn serve(
     // Each conductor is a candidate for the reaper's lease; one holds it at a time.
     let reaper = remote::spawn_reaper(Arc::clone(&state), holder_id(&addr), state.reaper);
     if !state.environment_configs.is_empty() {
-        let envs = environments::Environments::open(&state, &state.environment_configs).await?;
+        let envs =
+            environments::Environments::open(&state, &state.environment_configs, &holder_id(&addr))
+                .await?;
         let _ = state.environments.set(envs);
     }
     let served = axum::serve(listener, api::router(Arc::clone(&state)))
@@ -230,7 +232,7 @@ pub async fn serve(
         .await;
     reaper.abort();
     if let Some(envs) = state.environments.get() {
-        envs.shutdown().await;
+        envs.shutdown(&state).await;
     }
     served.map_err(ServerError::Serve)?;
     log::event("info", "conductor stopped", &[]);

@@ -94,6 +94,26 @@ impl Server {
     }
 
     /// Stops the server gracefully; what it stopped with.
+    /// Another conductor on `first`'s store.
+    pub fn joining(first: &Server, settings: Settings) -> Server {
+        let config = Settings {
+            listen: Some("127.0.0.1:0".into()),
+            database: Some(first.location.clone()),
+            ..settings
+        }
+        .validate("unused")
+        .expect("valid settings");
+        let state = AppState::open(&config).expect("open");
+        let server =
+            maestro_server::Background::start(state, &config, 2).expect("the server started");
+        Server {
+            base: server.base(),
+            location: first.location.clone(),
+            server: Some(server),
+            _guard: Box::new(()),
+        }
+    }
+
     pub fn stop(&mut self) -> Result<(), maestro_server::ServerError> {
         self.server
             .take()
