@@ -168,7 +168,19 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 pub struct Killed(pub std::process::Child);
 
 impl Drop for Killed {
+    /// SIGTERM first (a conductor stops the processes of its environments then), SIGKILL
+    /// if it is still there after 10 s: a failing test leaves nothing running.
     fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let t = std::time::Instant::now();
+        while t.elapsed() < std::time::Duration::from_secs(10) {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
