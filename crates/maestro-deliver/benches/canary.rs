@@ -9,27 +9,15 @@
 
 #![expect(clippy::print_stdout, reason = "a benchmark reports on stdout")]
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use maestro_bench::{Script, Wrk, median};
 use maestro_canary::{Canary, Strategy};
-use maestro_deliver::{EnvSpec, Environment, Release, Request, ServiceSpec};
+use maestro_deliver::testing::{example_release as release, example_spec};
+use maestro_deliver::{Environment, Request};
 use maestro_store::pool::StorePool;
-
-fn release(version: &str, env: &[(&str, &str)]) -> Release {
-    Release {
-        version: version.into(),
-        artifact: format!("sha256:{version}"),
-        dir: Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service"),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
-}
 
 struct Round {
     first_fail_s: f64,
@@ -45,28 +33,12 @@ async fn round(dir: &Path, fault: (&str, &str), rate: u32, interval: u32) -> Rou
         progress_deadline: "30m".into(),
         ..Strategy::default()
     };
-    let spec = EnvSpec {
-        name: "stage".into(),
-        service: "hello-service".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        metrics_listen: None,
-        process: ServiceSpec {
-            command: vec![
-                "python3".into(),
-                "-m".into(),
-                "app.server".into(),
-                "{port}".into(),
-            ],
-            workdir: None,
-            health: "/healthz".into(),
-            ready_timeout: Duration::from_secs(10),
-            stop_grace: Duration::from_secs(3),
-            env: BTreeMap::from([("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())]),
-        },
-        plan: strategy.plan().expect("plan"),
-        metrics: maestro_deliver::MetricsSource::Proxy,
-        state_dir: dir.join("envs/stage"),
-    };
+    let spec = example_spec(
+        &dir.join("envs/stage"),
+        &strategy,
+        maestro_deliver::MetricsSource::Proxy,
+        None,
+    );
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let env = Environment::open(spec, Arc::clone(&pool), tx)
         .await

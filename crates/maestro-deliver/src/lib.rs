@@ -6,6 +6,8 @@ pub mod kubernetes;
 pub mod process;
 pub mod prometheus;
 pub mod runtime;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use process::{DriverError, Instance, ProcessDriver, ServiceSpec};
 pub use prometheus::Prometheus;

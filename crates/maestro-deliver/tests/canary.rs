@@ -5,20 +5,14 @@
 //! regression each roll back; too little traffic holds the step; a conductor killed
 //! mid-canary resumes it on restart.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use maestro_canary::{Canary, Command, Phase, Strategy};
-use maestro_deliver::{EnvSpec, Environment, Notice, Release, Request, ServiceSpec};
+use maestro_deliver::{EnvSpec, Environment, Notice, Release, Request};
 use maestro_store::pool::StorePool;
 use tokio::sync::mpsc;
-
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service")
-}
 
 struct World {
     dir: tempfile::TempDir,
@@ -45,28 +39,12 @@ impl World {
             },
             ..Strategy::default()
         };
-        EnvSpec {
-            name: "stage".into(),
-            service: "hello-service".into(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            metrics_listen: None,
-            process: ServiceSpec {
-                command: vec![
-                    "python3".into(),
-                    "-m".into(),
-                    "app.server".into(),
-                    "{port}".into(),
-                ],
-                workdir: None,
-                health: "/healthz".into(),
-                ready_timeout: Duration::from_secs(10),
-                stop_grace: Duration::from_secs(3),
-                env: BTreeMap::from([("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())]),
-            },
-            plan: strategy.plan().expect("plan"),
-            metrics: maestro_deliver::MetricsSource::Proxy,
-            state_dir: self.dir.path().join("envs/stage"),
-        }
+        maestro_deliver::testing::example_spec(
+            &self.dir.path().join("envs/stage"),
+            &strategy,
+            maestro_deliver::MetricsSource::Proxy,
+            None,
+        )
     }
 
     async fn open(&self) -> (Arc<Environment>, mpsc::UnboundedReceiver<Notice>) {
@@ -95,24 +73,11 @@ impl World {
 }
 
 fn release(version: &str, env: &[(&str, &str)]) -> Release {
-    Release {
-        version: version.into(),
-        artifact: format!("sha256:{version}"),
-        dir: example(),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
+    maestro_deliver::testing::example_release(version, env)
 }
 
 fn request() -> Request {
-    Request {
-        actor: "user:alice".into(),
-        tenant: String::new(),
-        reason: "ship greetings in Welsh".into(),
-        run_id: None,
-    }
+    maestro_deliver::testing::request("ship greetings in Welsh")
 }
 
 /// Greetings at about `rate` per second through the proxy until dropped.

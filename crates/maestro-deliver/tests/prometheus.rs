@@ -3,17 +3,14 @@
 //! PromQL answers, and a Prometheus that dies mid-canary holds it, then rolls it back — it
 //! never promotes blind.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use maestro_canary::{Canary, Strategy};
-use maestro_deliver::{
-    EnvSpec, Environment, MetricsSource, Prometheus, Release, Request, ServiceSpec,
-};
+use maestro_deliver::{Environment, MetricsSource, Prometheus, Release, Request};
 use maestro_store::pool::StorePool;
 
 fn free_addr() -> SocketAddr {
@@ -83,28 +80,12 @@ impl Drop for Server {
     }
 }
 
-fn example() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/hello-service")
-}
-
 fn release(version: &str, env: &[(&str, &str)]) -> Release {
-    Release {
-        version: version.into(),
-        artifact: format!("sha256:{version}"),
-        dir: example(),
-        env: env
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-    }
+    maestro_deliver::testing::example_release(version, env)
 }
 
 fn request() -> Request {
-    Request {
-        actor: "user:alice".into(),
-        reason: "canary judged by Prometheus".into(),
-        ..Request::default()
-    }
+    maestro_deliver::testing::request("canary judged by Prometheus")
 }
 
 /// An environment whose canary reads Prometheus, the server, and a load on it.
@@ -124,31 +105,12 @@ async fn setup(dir: &Path) -> (Arc<Environment>, Arc<StorePool>, Server) {
         },
         ..Strategy::default()
     };
-    let spec = EnvSpec {
-        name: "stage".into(),
-        service: "hello-service".into(),
-        listen: "127.0.0.1:0".parse().expect("addr"),
-        metrics_listen: Some(metrics),
-        process: ServiceSpec {
-            command: vec![
-                "python3".into(),
-                "-m".into(),
-                "app.server".into(),
-                "{port}".into(),
-            ],
-            workdir: None,
-            health: "/healthz".into(),
-            ready_timeout: Duration::from_secs(10),
-            stop_grace: Duration::from_secs(3),
-            env: BTreeMap::from([("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())]),
-        },
-        plan: strategy.plan().expect("plan"),
-        metrics: MetricsSource::Prometheus(Box::new(Prometheus::new(
-            &prom.url,
-            Duration::from_secs(2),
-        ))),
-        state_dir: dir.join("envs/stage"),
-    };
+    let spec = maestro_deliver::testing::example_spec(
+        &dir.join("envs/stage"),
+        &strategy,
+        MetricsSource::Prometheus(Box::new(Prometheus::new(&prom.url, Duration::from_secs(2)))),
+        Some(metrics),
+    );
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
     let env = Environment::open(spec, Arc::clone(&pool), tx)
         .await
