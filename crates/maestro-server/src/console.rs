@@ -32,6 +32,8 @@ const RUN_LIST: &str = "RunList";
 const RUN_DETAIL: &str = "RunDetail";
 const RUN_LOG: &str = "RunLog";
 const AUDIT_ENTRIES: &str = "AuditEntries";
+const DEPLOYMENTS: &str = "Deployments";
+const DEPLOYMENT_DETAIL: &str = "DeploymentDetail";
 
 /// The session cookie.
 const COOKIE: &str = "maestro_session";
@@ -55,10 +57,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/console/releases",
             get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Releases", 8)),
         )
-        .route(
-            "/console/canaries",
-            get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Canaries", 7)),
-        )
+        .route("/console/canaries", get(canaries_page))
+        .route("/console/canaries/{id}", get(canary_page))
         .route(
             "/console/flags",
             get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Feature flags", 8)),
@@ -510,6 +510,99 @@ async fn audit_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
                                 td { (status_badge(&e["result"])) }
                                 td { (text(&e["reason"])) }
                             }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn percent(v: &Value) -> String {
+    v.as_f64().map_or_else(String::new, |p| format!("{p:.0}%"))
+}
+
+async fn canaries_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let data = match run_op(&state, &actor, DEPLOYMENTS, json!({"limit": 50})).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let deployments = data["deployments"].as_array().cloned().unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Canaries",
+        Some(&actor),
+        &html! {
+            h1 { "Canaries" }
+            @if deployments.is_empty() {
+                p.empty { "No deployments yet. " code { "maestro deploy ENV ARTIFACT" } " sends a release to an environment by canary." }
+            } @else {
+                table #deployments {
+                    thead { tr { th { "Deployment" } th { "Environment" } th { "Service" } th { "Release" } th { "Status" } th { "Canary traffic" } th { "By" } th { "Why" } th { "Started" } } }
+                    tbody {
+                        @for d in &deployments {
+                            tr class={ "deployment deployment-" (text(&d["status"])) } {
+                                td { a href={ "/console/canaries/" (text(&d["id"])) } { "#" (text(&d["id"])) } }
+                                td { (text(&d["environment"])) }
+                                td { (text(&d["service"])) }
+                                td { code { (text(&d["version"])) } }
+                                td { (status_badge(&d["status"])) }
+                                td.num { (percent(&d["weight"])) }
+                                td { (text(&d["actor"])) }
+                                td { (text(&d["reason"])) }
+                                td { time { (text(&d["createdAt"])) } }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+async fn canary_page(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let data = match run_op(&state, &actor, DEPLOYMENT_DETAIL, json!({"id": id})).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    let d = &data["deployment"];
+    if d.is_null() {
+        return not_found(&actor, &format!("Deployment {id}"));
+    }
+    let events = d["timeline"].as_array().cloned().unwrap_or_default();
+    page(
+        StatusCode::OK,
+        &format!("Deployment {id}"),
+        Some(&actor),
+        &html! {
+            h1 { "Deployment #" (text(&d["id"])) " — " (text(&d["service"])) " to " (text(&d["environment"])) }
+            p { (status_badge(&d["status"])) " release " code { (text(&d["version"])) } " (" code { (text(&d["artifact"])) } "), against " code { (text(&d["previous"])) } }
+            p { "By " (text(&d["actor"])) ": " (text(&d["reason"])) }
+            @if !d["outcome"].is_null() {
+                p #outcome { strong { "Why it ended: " } (text(&d["outcome"])) }
+            }
+            table #timeline {
+                thead { tr { th { "Time" } th { "Event" } th { "Canary traffic" } th { "Verdict" } th { "Detail" } } }
+                tbody {
+                    @for e in &events {
+                        tr class={ "event event-" (text(&e["kind"])) } {
+                            td { time { (text(&e["at"])) } }
+                            td { (text(&e["kind"])) }
+                            td.num { (percent(&e["weight"])) }
+                            td { (text(&e["verdict"])) }
+                            td { (text(&e["detail"])) }
                         }
                     }
                 }

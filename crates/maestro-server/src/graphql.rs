@@ -76,6 +76,18 @@ pub const FIELDS: &[Field] = &[
         scope: "audit:read",
         kind: "audit",
     },
+    Field {
+        name: "deployments",
+        action: "deployments.read",
+        scope: "deployments:read",
+        kind: "deployment",
+    },
+    Field {
+        name: "deployment",
+        action: "deployments.read",
+        scope: "deployments:read",
+        kind: "deployment",
+    },
 ];
 
 /// The schema type.
@@ -221,6 +233,51 @@ impl Query {
         }
     }
 
+    /// Deployments (canaries), newest first: all environments, or one.
+    #[graphql(complexity = "usize::try_from(limit).unwrap_or(0) * child_complexity")]
+    async fn deployments(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(default = 50)] limit: i32,
+        environment: Option<String>,
+    ) -> async_graphql::Result<Vec<Deployment>> {
+        let auth = gate(ctx, "deployments")?;
+        let n = list_limit(limit)?;
+        let rows = auth
+            .state
+            .pool
+            .with(move |s| s.deployments(environment.as_deref(), false, n))
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(auth
+            .keep(rows, deployment_resource)
+            .into_iter()
+            .map(Deployment::from)
+            .collect())
+    }
+
+    /// One deployment with its canary report, or null when there is none the actor may see.
+    async fn deployment(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+    ) -> async_graphql::Result<Option<Deployment>> {
+        let auth = gate(ctx, "deployment")?;
+        let Ok(n) = id.parse::<i64>() else {
+            return Ok(None);
+        };
+        let row = auth
+            .state
+            .pool
+            .with(move |s| s.deployment(n))
+            .await
+            .map_err(|e| store_error(&e))?;
+        Ok(row.and_then(|d| {
+            let r = deployment_resource(&d);
+            auth.allow(&r, Deployment::from(d))
+        }))
+    }
+
     /// Audit log entries, newest first; `before` pages backwards by index.
     #[graphql(complexity = "usize::try_from(limit).unwrap_or(0) * child_complexity")]
     async fn audit_entries(
@@ -272,6 +329,105 @@ impl Query {
                 reason: e.reason,
             })
             .collect())
+    }
+}
+
+fn deployment_resource(d: &maestro_store::DeploymentRow) -> Resource {
+    Resource {
+        kind: "deployment",
+        id: Some(d.id.to_string()),
+        service: Some(d.service.clone()),
+        environment: Some(d.environment.clone()),
+        tenant: d.tenant.clone(),
+    }
+}
+
+/// A deployment: a release going out to an environment by canary.
+#[derive(Debug, SimpleObject)]
+pub struct Deployment {
+    id: ID,
+    environment: String,
+    service: String,
+    /// The release (a digest prefix).
+    version: String,
+    /// `sha256:<hex>` of the artifact.
+    artifact: String,
+    /// The stable release it started against.
+    previous: Option<String>,
+    /// progressing, paused, promoted, rolled_back or aborted.
+    status: String,
+    actor: String,
+    reason: String,
+    /// UTC, RFC 3339.
+    created_at: String,
+    updated_at: String,
+    /// Why it ended (a rollback's verdict, an abort's reason).
+    outcome: Option<String>,
+    /// The canary's share of the traffic now, percent.
+    weight: f64,
+    /// Steps, analyses and the verdict, oldest first.
+    timeline: Vec<CanaryEvent>,
+}
+
+/// One line of a canary's report.
+#[derive(Debug, SimpleObject)]
+pub struct CanaryEvent {
+    /// UTC, RFC 3339.
+    at: String,
+    /// started, analysis, step, blind, sighted, paused, resumed, promoted, rolled_back, aborted.
+    kind: String,
+    /// The canary's share after it, percent.
+    weight: f64,
+    /// pass, fail or inconclusive, for an analysis.
+    verdict: Option<String>,
+    detail: String,
+}
+
+impl From<maestro_store::DeploymentRow> for Deployment {
+    fn from(d: maestro_store::DeploymentRow) -> Deployment {
+        let state: Option<maestro_canary::Canary> = serde_json::from_str(&d.state).ok();
+        let timeline = state
+            .as_ref()
+            .map(|c| {
+                c.timeline
+                    .iter()
+                    .map(|e| CanaryEvent {
+                        at: rfc3339(i64::try_from(e.at_ms).unwrap_or(i64::MAX)).unwrap_or_default(),
+                        kind: e.kind.clone(),
+                        weight: f64::from(e.weight) / 100.0,
+                        verdict: e.verdict.map(|v| {
+                            match v {
+                                maestro_canary::Verdict::Pass => "pass",
+                                maestro_canary::Verdict::Fail => "fail",
+                                maestro_canary::Verdict::Inconclusive => "inconclusive",
+                            }
+                            .to_owned()
+                        }),
+                        detail: e.detail.clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let weight = state
+            .as_ref()
+            .and_then(|c| c.timeline.last())
+            .map_or(0.0, |e| f64::from(e.weight) / 100.0);
+        Deployment {
+            id: ID(d.id.to_string()),
+            environment: d.environment,
+            service: d.service,
+            version: d.version,
+            artifact: d.artifact,
+            previous: d.previous,
+            status: d.status,
+            actor: d.actor,
+            reason: d.reason,
+            created_at: rfc3339(d.created_at_ms).unwrap_or_default(),
+            updated_at: rfc3339(d.updated_at_ms).unwrap_or_default(),
+            outcome: state.and_then(|c| c.reason),
+            weight,
+            timeline,
+        }
     }
 }
 

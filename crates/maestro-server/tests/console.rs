@@ -412,8 +412,76 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
         "shown as text: {log}"
     );
 
+    // A canary that rolled back: the list, its report and why it ended.
+    let id = rolled_back_deployment(&s);
+    b.go(&format!("{}/console/canaries", s.base));
+    let row = b.text("#deployments tbody tr");
+    assert!(
+        row.contains("stage") && row.contains("rolled_back"),
+        "{row}"
+    );
+    b.click(&format!("a[href='/console/canaries/{id}']"));
+    b.arrive(&format!("/console/canaries/{id}"));
+    let outcome = b.text("#outcome");
+    assert!(
+        outcome.contains("2 failed analyses in a row at step 1 (5%)"),
+        "{outcome}"
+    );
+    assert!(b.text("tr.event-started").contains("5%"));
+    assert!(b.text("tr.event-rolled_back").contains("0%"));
+
     b.click("form.who button");
     b.arrive("/console/login");
     b.go(&format!("{}/console/runs", s.base));
     b.arrive("/console/login");
+}
+
+/// A deployment whose canary failed two analyses at its first step.
+fn rolled_back_deployment(s: &Server) -> i64 {
+    use maestro_canary::{Canary, Check, Judgement, Status, Strategy, Verdict};
+    let plan = Strategy::default().plan().expect("plan");
+    let t = 1_795_000_000_000;
+    let (mut c, _) = Canary::start(&plan, t);
+    let failed = Judgement {
+        verdict: Verdict::Fail,
+        checks: vec![Check {
+            name: "error rate".into(),
+            status: Status::Fail,
+            canary: 0.2,
+            stable: Some(0.0),
+            p_value: Some(1e-9),
+            detail: "canary 20.00% vs stable 0.00%".into(),
+        }],
+    };
+    c.analysed(&plan, t + 5_000, Some(failed.clone()));
+    c.analysed(&plan, t + 10_000, Some(failed));
+    let mut store = s.store();
+    let id = store
+        .deployment_begin(&maestro_store::NewDeployment {
+            environment: "stage".into(),
+            service: "hello-service".into(),
+            version: "3f9a1c0d2b7e".into(),
+            artifact: "sha256:3f9a1c0d2b7e".into(),
+            release_dir: "/envs/stage/releases/3f9a1c0d2b7e".into(),
+            previous: Some("0a1b2c3d4e5f".into()),
+            plan: "[]".into(),
+            state: "{}".into(),
+            env: "{}".into(),
+            actor: "user:ops".into(),
+            reason: "greetings in Welsh".into(),
+            now_ms: t.cast_signed(),
+            ..maestro_store::NewDeployment::default()
+        })
+        .expect("store")
+        .expect("opened");
+    store
+        .deployment_save(
+            id,
+            "rolled_back",
+            &serde_json::to_string(&c).expect("json"),
+            (t + 10_000).cast_signed(),
+        )
+        .expect("store")
+        .expect("saved");
+    id
 }
