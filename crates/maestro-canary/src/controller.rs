@@ -185,6 +185,12 @@ impl Canary {
         });
     }
 
+    fn promote(&mut self, now_ms: u64, detail: String) -> Vec<Action> {
+        self.phase = Phase::Promoted;
+        self.event(now_ms, "promoted", crate::ALL, None, detail, Vec::new());
+        vec![Action::Finalize]
+    }
+
     fn end(&mut self, now_ms: u64, phase: Phase, kind: &str, reason: String) -> Vec<Action> {
         self.phase = phase;
         self.reason = Some(reason.clone());
@@ -334,19 +340,11 @@ impl Canary {
             return Vec::new();
         }
         if self.step + 1 == plan.steps.len() {
-            self.phase = Phase::Promoted;
-            self.event(
-                now_ms,
-                "promoted",
-                crate::ALL,
-                None,
-                format!(
-                    "every step healthy: promoted after {} s",
-                    self.active_ms(now_ms) / 1000
-                ),
-                Vec::new(),
+            let detail = format!(
+                "every step healthy: promoted after {} s",
+                self.active_ms(now_ms) / 1000
             );
-            return vec![Action::Finalize];
+            return self.promote(now_ms, detail);
         }
         self.step += 1;
         self.step_started_ms = now_ms;
@@ -422,20 +420,12 @@ impl Canary {
                 format!("aborted by hand: {why}"),
             ),
             Command::Promote => {
-                self.phase = Phase::Promoted;
-                self.event(
-                    now_ms,
-                    "promoted",
-                    crate::ALL,
-                    None,
-                    format!(
-                        "promoted by hand at step {} ({}), analysis overridden: {why}",
-                        self.step + 1,
-                        pct(w)
-                    ),
-                    Vec::new(),
+                let detail = format!(
+                    "promoted by hand at step {} ({}), analysis overridden: {why}",
+                    self.step + 1,
+                    pct(w)
                 );
-                vec![Action::Finalize]
+                self.promote(now_ms, detail)
             }
         })
     }

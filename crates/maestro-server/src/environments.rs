@@ -14,9 +14,9 @@ use maestro_deliver::{EnvSpec, Environment, MetricsSource, Notice, Release, Requ
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::ServerError;
 use crate::api::{Answer, ApiError, Ctx, bad_request};
 use crate::authz::Resource;
+use crate::{ServerError, now_ms};
 
 /// Largest artifact accepted.
 pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
@@ -196,6 +196,10 @@ impl EnvironmentSettings {
 const LEASE_TTL: Duration = Duration::from_secs(15);
 const LEASE_RENEW: Duration = Duration::from_secs(5);
 
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 /// One configured environment: open here while this conductor holds its lease
 /// (`environment:<name>`), `None` while another conductor runs it.
 #[derive(Debug)]
@@ -233,12 +237,6 @@ pub struct Environments {
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
 impl Environments {
     /// Takes each environment's lease and opens the ones it gets (resuming deployments in
     /// progress); a task per environment renews the lease, or keeps trying to take it.
@@ -266,7 +264,7 @@ impl Environments {
                         message: e.to_string(),
                     })?;
                 slot.set(Some(env));
-                now_ms() + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX)
+                now_ms() + ms(LEASE_TTL)
             } else {
                 crate::log::event(
                     "info",
@@ -288,8 +286,7 @@ impl Environments {
                     let got = lease(&state, &name, &holder).await;
                     let open = slot2.get().is_some();
                     if got {
-                        held_until =
-                            now_ms() + i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+                        held_until = now_ms() + ms(LEASE_TTL);
                     }
                     match (got, open) {
                         (true, false) => {
@@ -319,11 +316,7 @@ impl Environments {
                             }
                         }
                         // Lost (or could not renew in time): stop before another takes it.
-                        (false, true)
-                            if now_ms()
-                                >= held_until
-                                    - i64::try_from(LEASE_RENEW.as_millis()).unwrap_or(0) =>
-                        {
+                        (false, true) if now_ms() >= held_until - ms(LEASE_RENEW) => {
                             if let Some(env) = slot2.set(None) {
                                 env.shutdown().await;
                             }
@@ -370,7 +363,7 @@ impl Environments {
 /// store fails.
 async fn lease(state: &Arc<crate::AppState>, name: &str, holder: &str) -> bool {
     let (n, h) = (format!("environment:{name}"), holder.to_owned());
-    let ttl = i64::try_from(LEASE_TTL.as_millis()).unwrap_or(i64::MAX);
+    let ttl = ms(LEASE_TTL);
     state
         .pool
         .with(move |s| s.lease_acquire(&n, &h, ttl, now_ms()))

@@ -41,9 +41,16 @@ pub fn prepare(artifact: &Path, trust: &[PathBuf], releases: &Path) -> Result<Un
             artifact.display()
         ));
     }
-    verify(artifact, trust)?;
+    let verified = verify(artifact, trust)?;
+    // Read once: what is unpacked must be the bytes that were verified.
     let bytes = std::fs::read(artifact).map_err(|e| format!("artifact: {e}"))?;
     let hex = hex::encode(Sha256::digest(&bytes));
+    if hex != verified {
+        return Err(format!(
+            "artifact {} changed while it was being verified",
+            artifact.display()
+        ));
+    }
     let version = hex[..12].to_owned();
     let dir = releases.join(&version);
     if !dir.is_dir() {
@@ -61,7 +68,8 @@ pub fn prepare(artifact: &Path, trust: &[PathBuf], releases: &Path) -> Result<Un
     })
 }
 
-fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<(), String> {
+/// The artifact's digest (hex) when its evidence verifies.
+fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
     use maestro_sign::evidence::{self, Trust};
     let mut keys = Vec::new();
     for k in trust {
@@ -78,7 +86,7 @@ fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<(), String> {
     let report = evidence::check(artifact, &name, &trust).map_err(|e| format!("{name}: {e}"))?;
     let problems = report.describe_problems();
     if problems.is_empty() {
-        Ok(())
+        Ok(report.sha256)
     } else {
         Err(format!("refused: {}", problems.join("; ")))
     }
