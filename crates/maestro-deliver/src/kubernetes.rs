@@ -5,9 +5,18 @@
 //!
 //! Rendering is pure (JSON objects, which `kubectl apply -f` and server-side apply take as
 //! they are); the tests check every manifest against the published Kubernetes and Gateway
-//! API schemas. No cluster runs in this project's tests.
+//! API schemas. [`KubeDriver`] applies them through the cluster's API ([`crate::cluster`]).
+//! No cluster runs in this project's tests: they run the driver against an API server that
+//! follows the published API conventions (paths, server-side apply, `Status` errors,
+//! Deployment status) and validate every object it was sent against the schemas.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Duration;
 
 use serde_json::{Value, json};
+
+use crate::cluster::{Cluster, KubeError, object_path};
 
 /// How the traffic is split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +61,9 @@ fn labels(spec: &KubeSpec, track: &str) -> Value {
     })
 }
 
-fn deployment(spec: &KubeSpec, r: &KubeRelease, track: &str, replicas: u32) -> Value {
+/// The `Deployment` of one track (`stable` or `canary`).
+#[must_use]
+pub fn deployment(spec: &KubeSpec, r: &KubeRelease, track: &str, replicas: u32) -> Value {
     let mut pod_labels = labels(spec, track);
     pod_labels["app.kubernetes.io/version"] = json!(r.version);
     let env: Vec<Value> = r
@@ -87,6 +98,54 @@ fn deployment(spec: &KubeSpec, r: &KubeRelease, track: &str, replicas: u32) -> V
                     }],
                 },
             },
+        },
+    })
+}
+
+/// The `Service` of one track (Gateway API: each track is a backend of the route).
+#[must_use]
+pub fn track_service(spec: &KubeSpec, track: &str) -> Value {
+    service(spec, &format!("{}-{track}", spec.name), labels(spec, track))
+}
+
+/// The one `Service` over both tracks (replica ratio).
+#[must_use]
+pub fn shared_service(spec: &KubeSpec) -> Value {
+    service(
+        spec,
+        &spec.name,
+        json!({"app.kubernetes.io/name": spec.name}),
+    )
+}
+
+/// The `HTTPRoute`: all to stable, or `weight` basis points to the canary.
+#[must_use]
+pub fn route(spec: &KubeSpec, canary_weight: Option<u32>) -> Value {
+    let w = canary_weight.map_or(0, |w| w.min(crate::ALL_WEIGHT));
+    let mut backends = vec![json!({
+        "name": format!("{}-stable", spec.name),
+        "port": spec.port,
+        "weight": crate::ALL_WEIGHT - w,
+    })];
+    if canary_weight.is_some() {
+        backends.push(json!({
+            "name": format!("{}-canary", spec.name),
+            "port": spec.port,
+            "weight": w,
+        }));
+    }
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {
+            "name": spec.name,
+            "namespace": spec.namespace,
+            "labels": {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/managed-by": "maestro"},
+        },
+        "spec": {
+            "parentRefs": [{"name": spec.gateway.0, "namespace": spec.gateway.1}],
+            "hostnames": spec.hostnames,
+            "rules": [{"backendRefs": backends}],
         },
     })
 }
@@ -136,45 +195,13 @@ pub fn render(
     let mut out = Vec::new();
     match weighting {
         Weighting::GatewayApi => {
-            let w = canary.map_or(0, |(_, w)| w.min(crate::ALL_WEIGHT));
             out.push(deployment(spec, stable, "stable", spec.replicas));
-            out.push(service(
-                spec,
-                &format!("{}-stable", spec.name),
-                labels(spec, "stable"),
-            ));
-            let mut backends = vec![json!({
-                "name": format!("{}-stable", spec.name),
-                "port": spec.port,
-                "weight": crate::ALL_WEIGHT - w,
-            })];
+            out.push(track_service(spec, "stable"));
             if let Some((c, _)) = canary {
                 out.push(deployment(spec, c, "canary", spec.replicas));
-                out.push(service(
-                    spec,
-                    &format!("{}-canary", spec.name),
-                    labels(spec, "canary"),
-                ));
-                backends.push(json!({
-                    "name": format!("{}-canary", spec.name),
-                    "port": spec.port,
-                    "weight": w,
-                }));
+                out.push(track_service(spec, "canary"));
             }
-            out.push(json!({
-                "apiVersion": "gateway.networking.k8s.io/v1",
-                "kind": "HTTPRoute",
-                "metadata": {
-                    "name": spec.name,
-                    "namespace": spec.namespace,
-                    "labels": {"app.kubernetes.io/name": spec.name, "app.kubernetes.io/managed-by": "maestro"},
-                },
-                "spec": {
-                    "parentRefs": [{"name": spec.gateway.0, "namespace": spec.gateway.1}],
-                    "hostnames": spec.hostnames,
-                    "rules": [{"backendRefs": backends}],
-                },
-            }));
+            out.push(route(spec, canary.map(|(_, w)| w)));
         }
         Weighting::ReplicaRatio => {
             let (c_replicas, s_replicas) =
@@ -183,14 +210,228 @@ pub fn render(
             if let Some((c, _)) = canary {
                 out.push(deployment(spec, c, "canary", c_replicas));
             }
-            out.push(service(
-                spec,
-                &spec.name,
-                json!({"app.kubernetes.io/name": spec.name}),
-            ));
+            out.push(shared_service(spec));
         }
     }
     out
+}
+
+/// The file in a release that names its container image, pinned by digest. The release's
+/// signature covers it, so the cluster runs exactly what was verified.
+pub const RELEASE_FILE: &str = "maestro-release.json";
+
+/// The image a release names in [`RELEASE_FILE`] (`{"image": "REPO@sha256:<64 hex>"}`).
+///
+/// # Errors
+/// [`KubeError::Object`] naming the file and what is wrong (missing, not JSON, no image, an
+/// image not pinned by digest).
+pub fn release_image(dir: &Path) -> Result<String, KubeError> {
+    use std::io::Read as _;
+    let path = dir.join(RELEASE_FILE);
+    let bad = |why: String| KubeError::Object(format!("{}: {why}", path.display()));
+    let mut text = Vec::new();
+    std::fs::File::open(&path)
+        .map_err(|e| {
+            bad(format!(
+                "{e} (a release for Kubernetes names its image there)"
+            ))
+        })?
+        .take(64 * 1024)
+        .read_to_end(&mut text)
+        .map_err(|e| bad(e.to_string()))?;
+    let v: Value = serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let image = v["image"]
+        .as_str()
+        .ok_or_else(|| bad("no `image`".to_owned()))?;
+    let pinned = image.rsplit_once("@sha256:").is_some_and(|(repo, hex)| {
+        !repo.is_empty()
+            && hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    });
+    if !pinned {
+        return Err(bad(format!(
+            "image `{image}` is not pinned by digest: REPO@sha256:<64 hex digits>"
+        )));
+    }
+    Ok(image.to_owned())
+}
+
+/// A Kubernetes environment: where and how its releases run.
+#[derive(Debug, Clone)]
+pub struct KubeTarget {
+    pub cluster: Cluster,
+    pub spec: KubeSpec,
+    pub weighting: Weighting,
+    /// Variables every release gets (before its own).
+    pub env: BTreeMap<String, String>,
+    /// How long a Deployment may take to roll out.
+    pub ready_timeout: Duration,
+}
+
+impl KubeTarget {
+    /// The release in `dir` as it runs here.
+    ///
+    /// # Errors
+    /// When the release names no pinned image.
+    pub fn release(
+        &self,
+        version: &str,
+        dir: &Path,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<KubeRelease, KubeError> {
+        let mut env = self.env.clone();
+        env.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        Ok(KubeRelease {
+            version: version.to_owned(),
+            image: release_image(dir)?,
+            env: env.into_iter().collect(),
+        })
+    }
+
+    fn apply_all(&self, objects: &[Value]) -> Result<(), KubeError> {
+        for o in objects {
+            self.cluster.apply(o)?;
+        }
+        Ok(())
+    }
+
+    fn delete(&self, obj: &Value) -> Result<(), KubeError> {
+        self.cluster.delete(&object_path(obj)?)
+    }
+
+    fn rollout(&self, track: &str) -> Result<(), KubeError> {
+        self.cluster.rollout(
+            &self.spec.namespace,
+            &format!("{}-{track}", self.spec.name),
+            self.ready_timeout,
+        )
+    }
+
+    /// Makes `stable` the environment's only release, serving everything: its Deployment
+    /// (rolled out), its Service, the route (or the shared Service).
+    ///
+    /// # Errors
+    /// API errors; a Deployment that does not roll out in time.
+    pub fn set_stable(&self, stable: &KubeRelease) -> Result<(), KubeError> {
+        let s = &self.spec;
+        self.cluster
+            .apply(&deployment(s, stable, "stable", s.replicas))?;
+        match self.weighting {
+            Weighting::GatewayApi => {
+                self.cluster.apply(&track_service(s, "stable"))?;
+                self.rollout("stable")?;
+                self.cluster.apply(&route(s, None))?;
+            }
+            Weighting::ReplicaRatio => {
+                self.cluster.apply(&shared_service(s))?;
+                self.rollout("stable")?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts the canary and waits for it to roll out. Behind a route it gets no traffic
+    /// yet; with a replica ratio it serves from its first ready pod (one pod, the ratio's
+    /// smallest share).
+    ///
+    /// # Errors
+    /// API errors; a canary that does not roll out in time (its progress deadline passed).
+    pub fn start_canary(&self, canary: &KubeRelease) -> Result<(), KubeError> {
+        let s = &self.spec;
+        match self.weighting {
+            Weighting::GatewayApi => {
+                self.cluster
+                    .apply(&deployment(s, canary, "canary", s.replicas))?;
+                self.cluster.apply(&track_service(s, "canary"))?;
+            }
+            Weighting::ReplicaRatio => {
+                self.cluster.apply(&deployment(s, canary, "canary", 1))?;
+            }
+        }
+        self.rollout("canary")
+    }
+
+    /// Sends `weight` basis points to the canary.
+    ///
+    /// # Errors
+    /// API errors.
+    pub fn route(
+        &self,
+        stable: &KubeRelease,
+        canary: &KubeRelease,
+        weight: u32,
+    ) -> Result<(), KubeError> {
+        let s = &self.spec;
+        match self.weighting {
+            Weighting::GatewayApi => self.cluster.apply(&route(s, Some(weight))).map(drop),
+            Weighting::ReplicaRatio => {
+                let (c, st) = replica_split(s.replicas, weight);
+                // Up before down: the side growing first, so capacity never dips.
+                let (grow, shrink) = (
+                    deployment(s, canary, "canary", c),
+                    deployment(s, stable, "stable", st),
+                );
+                self.apply_all(&[grow, shrink])
+            }
+        }
+    }
+
+    /// Takes the canary out: all traffic to stable at once (stable back to its full
+    /// replicas first, with a replica ratio), then the canary's objects deleted. Stable is
+    /// never scaled down here.
+    ///
+    /// # Errors
+    /// API errors (the route is put back before anything is deleted).
+    pub fn remove_canary(&self, stable: &KubeRelease) -> Result<(), KubeError> {
+        let s = &self.spec;
+        match self.weighting {
+            Weighting::GatewayApi => {
+                self.cluster.apply(&route(s, None))?;
+                self.delete(&deployment(s, stable, "canary", 0))?;
+                self.delete(&track_service(s, "canary"))?;
+            }
+            Weighting::ReplicaRatio => {
+                self.cluster
+                    .apply(&deployment(s, stable, "stable", s.replicas))?;
+                self.rollout("stable")?;
+                self.delete(&deployment(s, stable, "canary", 0))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Holds the canary without traffic (the conductor is stopping; it resumes at the next
+    /// start): the route back to stable, or the canary scaled to zero.
+    ///
+    /// # Errors
+    /// API errors.
+    pub fn park_canary(&self, stable: &KubeRelease, canary: &KubeRelease) -> Result<(), KubeError> {
+        let s = &self.spec;
+        match self.weighting {
+            Weighting::GatewayApi => self.cluster.apply(&route(s, None)).map(drop),
+            Weighting::ReplicaRatio => self.apply_all(&[
+                deployment(s, stable, "stable", s.replicas),
+                deployment(s, canary, "canary", 0),
+            ]),
+        }
+    }
+
+    /// The canary passed: stable becomes its release (rolled out while the canary still
+    /// serves everything), the route goes back to stable, and the canary is deleted.
+    ///
+    /// # Errors
+    /// API errors; the new stable not rolling out (the canary keeps serving then).
+    pub fn promote(&self, canary: &KubeRelease) -> Result<(), KubeError> {
+        self.set_stable(canary)?;
+        let s = &self.spec;
+        self.delete(&deployment(s, canary, "canary", 0))?;
+        if self.weighting == Weighting::GatewayApi {
+            self.delete(&track_service(s, "canary"))?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

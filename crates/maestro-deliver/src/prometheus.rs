@@ -22,12 +22,85 @@ const MAX_ANSWER: usize = 1 << 20;
 /// Pseudo-samples per version from a histogram (the rank test needs no more).
 const MAX_SAMPLES: u64 = 5_000;
 
+/// The PromQL a version's interval is read with. In each, `{service}` and `{version}`
+/// become the (escaped) label values and `{window}` the interval (`5s`). The defaults read
+/// the series the proxy exports; on Kubernetes, point them at what the mesh or gateway
+/// exports (Istio's `istio_requests_total`, say).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queries {
+    /// Requests answered in the interval.
+    pub requests: String,
+    /// Of which 5xx.
+    pub errors: String,
+    /// Of which 401/403 (the authz-deny poison signal).
+    pub denied: String,
+    /// Requests in flight now (saturation).
+    pub in_flight: String,
+    /// The latency histogram's bucket increases, `by (le)`.
+    pub latency_buckets: String,
+    /// The unit of the buckets' `le` bounds: seconds (`1.0`) or milliseconds (`0.001`).
+    pub latency_unit_seconds: f64,
+}
+
+impl Default for Queries {
+    fn default() -> Queries {
+        let sel = "service=\"{service}\",version=\"{version}\"";
+        let total = |extra: &str| {
+            format!("sum(increase(maestro_proxy_requests_total{{{sel}{extra}}}[{{window}}]))")
+        };
+        Queries {
+            requests: total(""),
+            errors: total(",code=~\"5..\""),
+            denied: total(",code=~\"401|403\""),
+            in_flight: format!("sum(maestro_proxy_in_flight{{{sel}}})"),
+            latency_buckets: format!(
+                "sum by (le) (increase(maestro_proxy_request_duration_seconds_bucket{{{sel}}}[{{window}}]))"
+            ),
+            latency_unit_seconds: 1.0,
+        }
+    }
+}
+
+impl Queries {
+    /// Checks that every query names the version (without it canary and stable would read
+    /// the same series).
+    ///
+    /// # Errors
+    /// The first query that does not, by name.
+    pub fn check(&self) -> Result<(), String> {
+        for (name, q) in [
+            ("requests", &self.requests),
+            ("errors", &self.errors),
+            ("denied", &self.denied),
+            ("in_flight", &self.in_flight),
+            ("latency_buckets", &self.latency_buckets),
+        ] {
+            if !q.contains("{version}") {
+                return Err(format!(
+                    "{name}: `{q}` does not use {{version}}: canary and stable would read the same series"
+                ));
+            }
+        }
+        if self.latency_unit_seconds.is_nan() || self.latency_unit_seconds <= 0.0 {
+            return Err("latency_unit_seconds: must be above 0".to_owned());
+        }
+        Ok(())
+    }
+
+    fn fill(q: &str, service: &str, version: &str, window_s: u64) -> String {
+        q.replace("{service}", &label(service))
+            .replace("{version}", &label(version))
+            .replace("{window}", &format!("{window_s}s"))
+    }
+}
+
 /// A Prometheus server's query API.
 #[derive(Debug, Clone)]
 pub struct Prometheus {
     /// `http://127.0.0.1:9090` (no trailing slash).
     pub base: String,
     pub timeout: Duration,
+    pub queries: Queries,
     client: Client<HttpConnector, Empty<Bytes>>,
 }
 
@@ -37,6 +110,7 @@ impl Prometheus {
         Prometheus {
             base: base.trim_end_matches('/').to_owned(),
             timeout,
+            queries: Queries::default(),
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
     }
@@ -94,28 +168,15 @@ impl Prometheus {
         version: &str,
         window_s: u64,
     ) -> Result<Observation, String> {
-        let sel = format!(
-            "service=\"{}\",version=\"{}\"",
-            label(service),
-            label(version)
-        );
-        let total = |extra: &str| {
-            format!("sum(increase(maestro_proxy_requests_total{{{sel}{extra}}}[{window_s}s]))")
-        };
+        let q = &self.queries;
+        let fill = |t: &str| Queries::fill(t, service, version, window_s);
         let scalar =
             |rows: Vec<(serde_json::Value, f64)>| -> f64 { rows.first().map_or(0.0, |(_, v)| *v) };
-        let requests = scalar(self.query(&total("")).await?);
-        let errors = scalar(self.query(&total(",code=~\"5..\"")).await?);
-        let denied = scalar(self.query(&total(",code=~\"401|403\"")).await?);
-        let in_flight = scalar(
-            self.query(&format!("sum(maestro_proxy_in_flight{{{sel}}})"))
-                .await?,
-        );
-        let buckets = self
-            .query(&format!(
-                "sum by (le) (increase(maestro_proxy_request_duration_seconds_bucket{{{sel}}}[{window_s}s]))"
-            ))
-            .await?;
+        let requests = scalar(self.query(&fill(&q.requests)).await?);
+        let errors = scalar(self.query(&fill(&q.errors)).await?);
+        let denied = scalar(self.query(&fill(&q.denied)).await?);
+        let in_flight = scalar(self.query(&fill(&q.in_flight)).await?);
+        let buckets = self.query(&fill(&q.latency_buckets)).await?;
         let mut cumulative: Vec<(f64, f64)> = buckets
             .iter()
             .filter_map(|(m, v)| {
@@ -123,7 +184,7 @@ impl Prometheus {
                 let bound = if le == "+Inf" {
                     f64::INFINITY
                 } else {
-                    le.parse().ok()?
+                    le.parse::<f64>().ok()? * q.latency_unit_seconds
                 };
                 Some((bound, *v))
             })
@@ -207,6 +268,21 @@ mod tests {
         let many = samples(&[(0.1, 1_000_000.0)]);
         assert_eq!(many.len(), 5_000);
         assert!(samples(&[]).is_empty());
+    }
+
+    #[test]
+    fn the_default_queries_read_the_proxy_series() {
+        let q = Queries::default();
+        q.check().expect("the defaults name the version");
+        assert_eq!(
+            Queries::fill(&q.errors, "hello", "v\"2", 5),
+            "sum(increase(maestro_proxy_requests_total{service=\"hello\",version=\"v\\\"2\",code=~\"5..\"}[5s]))"
+        );
+        let bad = Queries {
+            errors: "sum(rate(http_errors_total[1m]))".into(),
+            ..Queries::default()
+        };
+        assert!(bad.check().expect_err("no version").starts_with("errors:"));
     }
 
     #[test]

@@ -21,7 +21,19 @@ use maestro_store::pool::StorePool;
 use maestro_store::{DeploymentRefusal, EnvironmentRow, NewDeployment, StoreError};
 use tokio::sync::{Mutex, mpsc};
 
+use crate::cluster::KubeError;
+use crate::kubernetes::{KubeRelease, KubeTarget};
 use crate::process::{DriverError, Instance, ProcessDriver, ServiceSpec};
+
+/// Where an environment's releases run.
+#[derive(Debug, Clone)]
+pub enum Driver {
+    /// Local processes on loopback ports behind the canary proxy (the embedded default).
+    Process(ServiceSpec),
+    /// Deployments on a Kubernetes cluster, split by a Gateway API route or replica counts;
+    /// the canary is judged from Prometheus.
+    Kubernetes(Box<KubeTarget>),
+}
 
 /// Where the canary's signals are read.
 #[derive(Debug, Clone, Default)]
@@ -43,7 +55,7 @@ pub struct EnvSpec {
     pub listen: SocketAddr,
     /// Where Prometheus scrapes the proxy's signals, when set.
     pub metrics_listen: Option<SocketAddr>,
-    pub process: ServiceSpec,
+    pub driver: Driver,
     pub plan: Plan,
     pub metrics: MetricsSource,
     /// Logs and the pid file (`.maestro/envs/<name>`).
@@ -85,6 +97,8 @@ pub struct Notice {
 pub enum DeployError {
     #[error(transparent)]
     Driver(#[from] DriverError),
+    #[error("kubernetes: {0}")]
+    Kube(#[from] KubeError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("deployment {0} is in progress in this environment; wait for it, or abort it")]
@@ -99,15 +113,26 @@ pub enum DeployError {
     Proxy(#[from] maestro_proxy::ProxyError),
 }
 
+/// What runs one release.
+enum Running {
+    Process(Box<Instance>),
+    Kube(KubeRelease),
+}
+
+enum Backend {
+    Process(ProcessDriver),
+    Kube(Arc<KubeTarget>),
+}
+
 struct Active {
     id: i64,
     version: String,
     canary: Canary,
-    instance: Instance,
+    instance: Running,
 }
 
 struct Live {
-    stable: Option<(String, Instance)>,
+    stable: Option<(String, Running)>,
     active: Option<Active>,
     proxy: Option<Arc<Proxy>>,
 }
@@ -115,7 +140,7 @@ struct Live {
 /// An environment and what runs in it.
 pub struct Environment {
     spec: EnvSpec,
-    driver: ProcessDriver,
+    backend: Backend,
     pool: Arc<StorePool>,
     notices: mpsc::UnboundedSender<Notice>,
     live: Mutex<Live>,
@@ -162,11 +187,17 @@ impl Environment {
         pool: Arc<StorePool>,
         notices: mpsc::UnboundedSender<Notice>,
     ) -> Result<Arc<Environment>, DeployError> {
-        let driver = ProcessDriver::new(spec.process.clone(), &spec.state_dir);
-        driver.reap_leftovers().await?;
+        let backend = match &spec.driver {
+            Driver::Process(p) => {
+                let driver = ProcessDriver::new(p.clone(), &spec.state_dir);
+                driver.reap_leftovers().await?;
+                Backend::Process(driver)
+            }
+            Driver::Kubernetes(k) => Backend::Kube(Arc::new((**k).clone())),
+        };
         let env = Arc::new(Environment {
             spec,
-            driver,
+            backend,
             pool,
             notices,
             live: Mutex::new(Live {
@@ -180,12 +211,15 @@ impl Environment {
         if let Some(row) = stable {
             let extra = env.release_env(row.deployment_id).await?;
             let inst = env
-                .driver
-                .start(&row.version, std::path::Path::new(&row.release_dir), &extra)
+                .start(
+                    Track::Stable,
+                    &row.version,
+                    std::path::Path::new(&row.release_dir),
+                    &extra,
+                )
                 .await?;
             let mut live = env.live.lock().await;
-            env.serve(&mut live, Route::only(upstream(&row.version, &inst)))
-                .await?;
+            env.serve_only(&mut live, &row.version, &inst).await?;
             live.stable = Some((row.version, inst));
         }
         let name = env.spec.name.clone();
@@ -210,6 +244,52 @@ impl Environment {
         Ok(row
             .and_then(|d| serde_json::from_str(&d.env).ok())
             .unwrap_or_default())
+    }
+
+    /// Starts a release: a process, or a Deployment rolled out (stable: with its route).
+    async fn start(
+        &self,
+        track: Track,
+        version: &str,
+        dir: &std::path::Path,
+        env: &BTreeMap<String, String>,
+    ) -> Result<Running, DeployError> {
+        match &self.backend {
+            Backend::Process(d) => Ok(Running::Process(Box::new(
+                d.start(version, dir, env).await?,
+            ))),
+            Backend::Kube(k) => {
+                let release = k.release(version, dir, env)?;
+                let (k, r) = (Arc::clone(k), release.clone());
+                blocking(move || match track {
+                    Track::Stable => k.set_stable(&r),
+                    Track::Canary => k.start_canary(&r),
+                })
+                .await?;
+                Ok(Running::Kube(release))
+            }
+        }
+    }
+
+    /// Stops a release's processes (a Deployment is removed by the actions themselves).
+    async fn stop(&self, r: Running) {
+        if let (Backend::Process(d), Running::Process(inst)) = (&self.backend, r) {
+            d.stop(*inst).await;
+        }
+    }
+
+    /// All traffic to `version` alone (the proxy's route; on Kubernetes the route was set
+    /// when the release started as stable).
+    async fn serve_only(
+        &self,
+        live: &mut Live,
+        version: &str,
+        r: &Running,
+    ) -> Result<(), DeployError> {
+        match r {
+            Running::Process(inst) => self.serve(live, Route::only(upstream(version, inst))).await,
+            Running::Kube(_) => Ok(()),
+        }
     }
 
     /// Starts the proxy on first use, or re-routes it.
@@ -306,9 +386,9 @@ impl Environment {
             Err(DeploymentRefusal::Busy(other)) => return Err(DeployError::Busy(other)),
             Err(other) => return Err(DeployError::Refused(format!("{other:?}"))),
         };
+        let track = if first { Track::Stable } else { Track::Canary };
         let instance = match self
-            .driver
-            .start(&release.version, &release.dir, &release.env)
+            .start(track, &release.version, &release.dir, &release.env)
             .await
         {
             Ok(inst) => inst,
@@ -321,7 +401,7 @@ impl Environment {
                     &format!("the release did not start: {e}"),
                 );
                 self.save(id, &failed).await?;
-                return Err(e.into());
+                return Err(e);
             }
         };
         self.notify(id, "deploy.started", &release.version, req.reason.clone());
@@ -335,11 +415,8 @@ impl Environment {
                 "the environment's first release",
             );
             self.save(id, &done).await?;
-            self.serve(
-                &mut live,
-                Route::only(upstream(&release.version, &instance)),
-            )
-            .await?;
+            self.serve_only(&mut live, &release.version, &instance)
+                .await?;
             live.stable = Some((release.version.clone(), instance));
             self.notify(
                 id,
@@ -368,8 +445,12 @@ impl Environment {
         })?;
         let extra: BTreeMap<String, String> = serde_json::from_str(&d.env).unwrap_or_default();
         let started = self
-            .driver
-            .start(&d.version, std::path::Path::new(&d.release_dir), &extra)
+            .start(
+                Track::Canary,
+                &d.version,
+                std::path::Path::new(&d.release_dir),
+                &extra,
+            )
             .await;
         let mut live = self.live.lock().await;
         match started {
@@ -434,29 +515,49 @@ impl Environment {
             else {
                 return Ok(());
             };
-            let stable_up = upstream(stable_version, stable);
-            let canary_up = upstream(&active.version, &active.instance);
-            match a {
-                Action::Route(w) => {
-                    let route = Route {
-                        stable: stable_up,
-                        canary: Some(canary_up),
-                        canary_weight: *w,
-                    };
-                    self.serve(live, route).await?;
+            match (&active.instance, stable) {
+                (Running::Process(canary), Running::Process(stable)) => {
+                    let stable_up = upstream(stable_version, stable);
+                    let canary_up = upstream(&active.version, canary);
+                    match a {
+                        Action::Route(w) => {
+                            let route = Route {
+                                stable: stable_up,
+                                canary: Some(canary_up),
+                                canary_weight: *w,
+                            };
+                            self.serve(live, route).await?;
+                        }
+                        Action::Stop => self.serve(live, Route::only(stable_up)).await?,
+                        Action::Finalize => self.serve(live, Route::only(canary_up)).await?,
+                    }
                 }
+                (Running::Kube(canary), Running::Kube(stable)) => {
+                    let Backend::Kube(k) = &self.backend else {
+                        return Ok(());
+                    };
+                    let (k, c, st, a) = (Arc::clone(k), canary.clone(), stable.clone(), *a);
+                    blocking(move || match a {
+                        Action::Route(w) => k.route(&st, &c, w),
+                        Action::Stop => k.remove_canary(&st),
+                        Action::Finalize => k.promote(&c),
+                    })
+                    .await?;
+                }
+                _ => return Ok(()),
+            }
+            match a {
+                Action::Route(_) => {}
                 Action::Stop => {
-                    self.serve(live, Route::only(stable_up)).await?;
                     if let Some(gone) = live.active.take() {
-                        self.driver.stop(gone.instance).await;
+                        self.stop(gone.instance).await;
                     }
                 }
                 Action::Finalize => {
-                    self.serve(live, Route::only(canary_up)).await?;
                     if let Some(done) = live.active.take()
                         && let Some((_, old)) = live.stable.replace((done.version, done.instance))
                     {
-                        self.driver.stop(old).await;
+                        self.stop(old).await;
                     }
                 }
             }
@@ -488,9 +589,7 @@ impl Environment {
             tokio::time::sleep(interval).await;
             let (version, stable_version, backlog, weight, baseline, proxy) = {
                 let live = self.live.lock().await;
-                let Some(proxy) = live.proxy.clone() else {
-                    return;
-                };
+                let proxy = live.proxy.clone();
                 match (&live.active, &live.stable) {
                     (Some(a), Some((sv, _))) if a.id == id => (
                         a.version.clone(),
@@ -506,6 +605,9 @@ impl Environment {
             // Observed without holding the environment (a query may take a while).
             let observed: Option<(Observation, Observation)> = match &self.spec.metrics {
                 MetricsSource::Proxy => {
+                    let Some(proxy) = proxy else {
+                        return;
+                    };
                     let (cs, ss) = (proxy.signals(&version), proxy.signals(&stable_version));
                     let (cc, sc, at) = (cs.counts(), ss.counts(), proxy.now_ms());
                     let o = marks.as_ref().map(|(c0, s0, since)| {
@@ -653,11 +755,26 @@ impl Environment {
     pub async fn shutdown(&self) {
         let mut live = self.live.lock().await;
         live.proxy = None;
+        if let (Backend::Kube(k), Some(a), Some((_, Running::Kube(stable)))) =
+            (&self.backend, &live.active, &live.stable)
+            && let Running::Kube(canary) = &a.instance
+        {
+            // The cluster keeps serving: never split with nobody watching.
+            let (k, st, c) = (Arc::clone(k), stable.clone(), canary.clone());
+            if let Err(e) = blocking(move || k.park_canary(&st, &c)).await {
+                self.notify(
+                    a.id,
+                    "deploy.paused",
+                    &a.version,
+                    format!("parking the canary at shutdown failed: {e}"),
+                );
+            }
+        }
         if let Some(a) = live.active.take() {
-            self.driver.stop(a.instance).await;
+            self.stop(a.instance).await;
         }
         if let Some((_, s)) = live.stable.take() {
-            self.driver.stop(s).await;
+            self.stop(s).await;
         }
     }
 
@@ -671,8 +788,7 @@ impl Environment {
             return Err(DeployError::Busy(a.id));
         }
         let inst = self
-            .driver
-            .start(&release.version, &release.dir, &release.env)
+            .start(Track::Stable, &release.version, &release.dir, &release.env)
             .await?;
         let row = EnvironmentRow {
             name: self.spec.name.clone(),
@@ -683,13 +799,29 @@ impl Environment {
             updated_at_ms: i(now_ms()),
         };
         self.pool.with(move |s| s.environment_set(&row)).await?;
-        self.serve(&mut live, Route::only(upstream(&release.version, &inst)))
-            .await?;
+        self.serve_only(&mut live, &release.version, &inst).await?;
         if let Some((_, old)) = live.stable.replace((release.version, inst)) {
-            self.driver.stop(old).await;
+            self.stop(old).await;
         }
         Ok(())
     }
+}
+
+/// Which side of the split a release starts on.
+#[derive(Debug, Clone, Copy)]
+enum Track {
+    Stable,
+    Canary,
+}
+
+/// Runs a cluster call on the blocking pool.
+async fn blocking(
+    f: impl FnOnce() -> Result<(), KubeError> + Send + 'static,
+) -> Result<(), DeployError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| DeployError::Refused(format!("the driver's task failed: {e}")))?
+        .map_err(DeployError::Kube)
 }
 
 fn upstream(version: &str, inst: &Instance) -> Upstream {

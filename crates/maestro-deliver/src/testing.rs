@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use maestro_canary::Strategy;
 
-use crate::{EnvSpec, MetricsSource, Release, Request, ServiceSpec};
+use crate::{Driver, EnvSpec, MetricsSource, Release, Request, ServiceSpec};
 
 /// `examples/hello-service` in this repository.
 #[must_use]
@@ -56,7 +56,7 @@ pub fn example_spec(
         service: "hello-service".into(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         metrics_listen,
-        process: ServiceSpec {
+        driver: Driver::Process(ServiceSpec {
             command: ["python3", "-m", "app.server", "{port}"]
                 .map(str::to_owned)
                 .to_vec(),
@@ -65,7 +65,7 @@ pub fn example_spec(
             ready_timeout: Duration::from_secs(10),
             stop_grace: Duration::from_secs(3),
             env: BTreeMap::from([("PYTHONDONTWRITEBYTECODE".to_owned(), "1".to_owned())]),
-        },
+        }),
         plan: strategy.plan().expect("a valid strategy"),
         metrics,
         state_dir: state_dir.to_owned(),

@@ -373,17 +373,24 @@ mod tests {
         );
     }
 
+    /// `text` as the configuration file `p`, checked with the SQLite store in `dir`.
+    fn check_text(
+        dir: &std::path::Path,
+        p: &std::path::Path,
+        text: &str,
+    ) -> Result<Config, String> {
+        std::fs::write(p, text).expect("write");
+        Settings::from_file(p)
+            .and_then(|s| s.validate(&dir.join("store.db").display().to_string()))
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn environments_are_checked_with_their_field_named() {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().join("conductor.toml");
         let good = "[[environments]]\nname = \"stage\"\nservice = \"hello\"\nlisten = \"127.0.0.1:8600\"\ncommand = [\"python3\", \"-m\", \"app.server\", \"{port}\"]\ntrust_keys = [\"keys/dev.pub\"]\n";
-        let check = |text: &str| {
-            std::fs::write(&p, text).expect("write");
-            Settings::from_file(&p)
-                .and_then(|s| s.validate(&dir.path().join("store.db").display().to_string()))
-                .map_err(|e| e.to_string())
-        };
+        let check = |text: &str| check_text(dir.path(), &p, text);
         let c = check(good).expect("valid");
         let env = &c.environments[0];
         assert_eq!(
@@ -433,5 +440,96 @@ mod tests {
             err.contains("environments[1].name: `stage` is configured twice"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_kubernetes_environment_is_checked_with_its_field_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("conductor.toml");
+        std::fs::write(
+            dir.path().join("kubeconfig"),
+            "current-context: prod\ncontexts:\n- name: prod\n  context:\n    cluster: c\n    namespace: shop\nclusters:\n- name: c\n  cluster:\n    server: https://127.0.0.1:6443\n",
+        )
+        .expect("write");
+        let good = "[[environments]]\nname = \"prod\"\nservice = \"hello\"\ndriver = \"kubernetes\"\nprometheus = \"http://127.0.0.1:9090\"\ntrust_keys = [\"keys/dev.pub\"]\n[environments.kubernetes]\nkubeconfig = \"kubeconfig\"\nport = 8080\ngateway = \"gateways/public\"\n";
+        let check = |text: &str| check_text(dir.path(), &p, text);
+        let c = check(good).expect("valid");
+        let maestro_deliver::Driver::Kubernetes(k) = &c.environments[0].spec.driver else {
+            panic!("the kubernetes driver");
+        };
+        assert_eq!(k.spec.namespace, "shop", "the context's namespace");
+        assert_eq!(k.spec.gateway, ("public".to_owned(), "gateways".to_owned()));
+        assert_eq!(k.spec.replicas, 2);
+        for (change, replacement, want) in [
+            (
+                "prometheus = \"http://127.0.0.1:9090\"\n",
+                "",
+                "environments[0].prometheus: is needed with the kubernetes driver",
+            ),
+            (
+                "gateway = \"gateways/public\"\n",
+                "",
+                "environments[0].kubernetes.gateway: is needed with traffic = \"gateway-api\"",
+            ),
+            (
+                "gateway = \"gateways/public\"\n",
+                "traffic = \"replica-ratio\"\n",
+                "",
+            ),
+            (
+                "port = 8080",
+                "port = 8080\ntraffic = \"mesh\"",
+                "environments[0].kubernetes.traffic: `mesh` is not a split",
+            ),
+            (
+                "kubeconfig = \"kubeconfig\"",
+                "kubeconfig = \"missing\"",
+                "environments[0].kubernetes.kubeconfig: kubeconfig",
+            ),
+            (
+                "driver = \"kubernetes\"",
+                "driver = \"kubernetes\"\ncommand = [\"x\"]",
+                "environments[0].command: is for the process driver",
+            ),
+            (
+                "driver = \"kubernetes\"",
+                "driver = \"nomad\"",
+                "environments[0].driver: `nomad` is not a driver",
+            ),
+            (
+                "port = 8080",
+                "port = 8080\nnamespace = \"Shop\"",
+                "environments[0].kubernetes.namespace: `Shop` is not a namespace",
+            ),
+        ] {
+            let got = check(&good.replace(change, replacement));
+            if want.is_empty() {
+                got.expect("valid");
+            } else {
+                let err = got.expect_err(want);
+                assert!(err.contains(want), "{err}");
+            }
+        }
+        let err = check(&format!(
+            "{good}[environments.prometheus_queries]\nerrors = \"sum(rate(http_5xx_total[1m]))\"\n"
+        ))
+        .expect_err("no version");
+        assert!(
+            err.contains("environments[0].prometheus_queries.errors: `sum(rate(http_5xx_total[1m]))` does not use {version}"),
+            "{err}"
+        );
+        let c = check(&format!(
+            "{good}[environments.prometheus_queries]\nrequests = 'sum(increase(istio_requests_total{{destination_version=\"{{version}}\"}}[{{window}}]))'\nlatency_unit = \"milliseconds\"\n"
+        ))
+        .expect("custom queries");
+        let maestro_deliver::MetricsSource::Prometheus(p) = &c.environments[0].spec.metrics else {
+            panic!("prometheus");
+        };
+        assert!(
+            p.queries
+                .requests
+                .starts_with("sum(increase(istio_requests_total")
+        );
+        assert!((p.queries.latency_unit_seconds - 0.001).abs() < f64::EPSILON);
     }
 }

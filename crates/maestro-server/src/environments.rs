@@ -1,4 +1,4 @@
-//! The conductor's environments (process driver): `[[environments]]` in the configuration,
+//! The conductor's environments (process or Kubernetes driver): `[[environments]]` in the configuration,
 //! opened when the conductor starts, with REST endpoints to deploy a verified artifact by
 //! canary, read a deployment's report, and steer it (pause, resume, abort, promote — each
 //! sensitive: a reason, and the audit log before and after).
@@ -27,14 +27,18 @@ pub const MAX_ARTIFACT_BYTES: u64 = 1 << 30;
 pub struct EnvironmentSettings {
     pub name: String,
     pub service: String,
-    /// Where the environment's traffic comes in (the proxy).
-    pub listen: String,
+    /// `process` (the embedded default) or `kubernetes`.
+    #[serde(default = "default_driver")]
+    pub driver: String,
+    /// Where the environment's traffic comes in (the proxy; process driver).
+    pub listen: Option<String>,
     /// Where Prometheus scrapes the proxy's signals.
     pub metrics_listen: Option<String>,
     /// Judge canaries from this Prometheus server (`http://127.0.0.1:9090`) instead of the
     /// proxy's own counters.
     pub prometheus: Option<String>,
-    /// The release's program and arguments; `{port}` becomes its port.
+    /// The release's program and arguments; `{port}` becomes its port (process driver).
+    #[serde(default)]
     pub command: Vec<String>,
     /// Where it runs inside the unpacked release.
     pub workdir: Option<PathBuf>,
@@ -53,6 +57,60 @@ pub struct EnvironmentSettings {
     pub state_dir: Option<PathBuf>,
     #[serde(default)]
     pub canary: maestro_canary::Strategy,
+    /// The cluster, namespace and traffic split (kubernetes driver).
+    pub kubernetes: Option<KubeSettings>,
+    /// The PromQL the canary is judged with (defaults: the proxy's series).
+    pub prometheus_queries: Option<QuerySettings>,
+}
+
+/// `[environments.kubernetes]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeSettings {
+    /// A kubeconfig (its current context, or `context`); relative to the configuration
+    /// file. Not with `in_cluster`.
+    pub kubeconfig: Option<PathBuf>,
+    pub context: Option<String>,
+    /// The pod's service account (`/var/run/secrets/kubernetes.io/serviceaccount`).
+    #[serde(default)]
+    pub in_cluster: bool,
+    /// Default: the context's (or the service account's) namespace.
+    pub namespace: Option<String>,
+    pub port: u16,
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// `gateway-api` (HTTPRoute weights, exact) or `replica-ratio` (approximate).
+    #[serde(default = "default_traffic")]
+    pub traffic: String,
+    /// The Gateway the route attaches to: `NAMESPACE/NAME`.
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+}
+
+/// `[environments.prometheus_queries]`: each overrides one default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuerySettings {
+    pub requests: Option<String>,
+    pub errors: Option<String>,
+    pub denied: Option<String>,
+    pub in_flight: Option<String>,
+    pub latency_buckets: Option<String>,
+    /// `seconds` (default) or `milliseconds`: the unit of the buckets' `le`.
+    pub latency_unit: Option<String>,
+}
+
+fn default_driver() -> String {
+    "process".to_owned()
+}
+
+fn default_replicas() -> u32 {
+    2
+}
+
+fn default_traffic() -> String {
+    "gateway-api".to_owned()
 }
 
 fn default_health() -> String {
@@ -106,16 +164,49 @@ impl EnvironmentSettings {
             v.parse()
                 .map_err(|_| bad(f, format!("`{v}` is not an address: HOST:PORT")))
         };
-        let listen = addr("listen", &self.listen)?;
+        let kube = match self.driver.as_str() {
+            "process" => false,
+            "kubernetes" => true,
+            other => {
+                return Err(bad(
+                    "driver",
+                    format!("`{other}` is not a driver: process or kubernetes"),
+                ));
+            }
+        };
+        let listen = match (&self.listen, kube) {
+            (Some(l), false) => addr("listen", l)?,
+            (None, false) => {
+                return Err(bad(
+                    "listen",
+                    "is missing: the address the environment's traffic comes in at (127.0.0.1:8600)"
+                        .to_owned(),
+                ));
+            }
+            (Some(_), true) => {
+                return Err(bad(
+                    "listen",
+                    "is for the process driver: on Kubernetes traffic comes in through the Gateway"
+                        .to_owned(),
+                ));
+            }
+            (None, true) => SocketAddr::from(([127, 0, 0, 1], 0)),
+        };
         let metrics_listen = self
             .metrics_listen
             .as_deref()
             .map(|m| addr("metrics_listen", m))
             .transpose()?;
-        if self.command.is_empty() {
+        if self.command.is_empty() && !kube {
             return Err(bad(
                 "command",
                 "is empty: e.g. [\"python3\", \"-m\", \"app.server\", \"{port}\"]".to_owned(),
+            ));
+        }
+        if !self.command.is_empty() && kube {
+            return Err(bad(
+                "command",
+                "is for the process driver: on Kubernetes a release names its image in maestro-release.json".to_owned(),
             ));
         }
         if !self.health.starts_with('/') {
@@ -132,6 +223,12 @@ impl EnvironmentSettings {
             bad(&format!("canary.{key}"), why.to_owned())
         })?;
         let metrics = match &self.prometheus {
+            None if kube => {
+                return Err(bad(
+                    "prometheus",
+                    "is needed with the kubernetes driver: the canary is judged from Prometheus (http://prometheus.monitoring:9090)".to_owned(),
+                ));
+            }
             None => MetricsSource::Proxy,
             Some(url) => {
                 if !url.starts_with("http://") {
@@ -140,19 +237,27 @@ impl EnvironmentSettings {
                         format!("`{url}` is not an http:// URL of a Prometheus server"),
                     ));
                 }
-                if metrics_listen.is_none() {
+                if metrics_listen.is_none() && !kube {
                     return Err(bad(
                         "metrics_listen",
                         "is needed with `prometheus`: the address Prometheus scrapes the proxy at"
                             .to_owned(),
                     ));
                 }
-                MetricsSource::Prometheus(Box::new(maestro_deliver::Prometheus::new(
-                    url,
-                    Duration::from_secs(2),
-                )))
+                let mut p = maestro_deliver::Prometheus::new(url, Duration::from_secs(2));
+                if let Some(q) = &self.prometheus_queries {
+                    p.queries = queries(q)
+                        .map_err(|(f, why)| bad(&format!("prometheus_queries.{f}"), why))?;
+                }
+                MetricsSource::Prometheus(Box::new(p))
             }
         };
+        if self.prometheus.is_none() && self.prometheus_queries.is_some() {
+            return Err(bad(
+                "prometheus_queries",
+                "needs `prometheus`: the server they run on".to_owned(),
+            ));
+        }
         let state_dir = match (self.state_dir, store_dir) {
             (Some(d), _) if d.is_relative() => base.join(d),
             (Some(d), _) => d,
@@ -169,20 +274,63 @@ impl EnvironmentSettings {
             .into_iter()
             .map(|k| if k.is_relative() { base.join(k) } else { k })
             .collect();
+        let ready_timeout = Duration::from_secs(self.ready_timeout_seconds.max(1));
+        let driver = if kube {
+            // Deployments are `<service>-stable` / `<service>-canary`: DNS labels.
+            let label_ok = self.service.len() <= 56
+                && self
+                    .service
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !self.service.starts_with('-');
+            if !label_ok {
+                return Err(bad(
+                    "service",
+                    format!(
+                        "`{}` is not a name Kubernetes takes: lowercase letters, digits and -, at most 56",
+                        self.service
+                    ),
+                ));
+            }
+            let Some(k) = &self.kubernetes else {
+                return Err(bad(
+                    "kubernetes",
+                    "is missing: the cluster (kubeconfig or in_cluster), namespace, port"
+                        .to_owned(),
+                ));
+            };
+            maestro_deliver::Driver::Kubernetes(Box::new(kube_target(
+                k,
+                &self.service,
+                &self.health,
+                &self.env,
+                ready_timeout,
+                base,
+                &|f, why| bad(&format!("kubernetes.{f}"), why),
+            )?))
+        } else {
+            if self.kubernetes.is_some() {
+                return Err(bad(
+                    "kubernetes",
+                    "is for driver = \"kubernetes\"".to_owned(),
+                ));
+            }
+            maestro_deliver::Driver::Process(maestro_deliver::ServiceSpec {
+                command: self.command,
+                workdir: self.workdir,
+                health: self.health,
+                ready_timeout,
+                stop_grace: Duration::from_secs(10),
+                env: self.env,
+            })
+        };
         Ok(EnvConfig {
             spec: EnvSpec {
                 name: self.name,
                 service: self.service,
                 listen,
                 metrics_listen,
-                process: maestro_deliver::ServiceSpec {
-                    command: self.command,
-                    workdir: self.workdir,
-                    health: self.health,
-                    ready_timeout: Duration::from_secs(self.ready_timeout_seconds.max(1)),
-                    stop_grace: Duration::from_secs(10),
-                    env: self.env,
-                },
+                driver,
                 plan,
                 metrics,
                 state_dir,
@@ -190,6 +338,150 @@ impl EnvironmentSettings {
             trust_keys,
         })
     }
+}
+
+/// The PromQL of `[environments.prometheus_queries]` over the defaults; (field, why).
+fn queries(q: &QuerySettings) -> Result<maestro_deliver::prometheus::Queries, (String, String)> {
+    let mut out = maestro_deliver::prometheus::Queries::default();
+    for (slot, v) in [
+        (&mut out.requests, &q.requests),
+        (&mut out.errors, &q.errors),
+        (&mut out.denied, &q.denied),
+        (&mut out.in_flight, &q.in_flight),
+        (&mut out.latency_buckets, &q.latency_buckets),
+    ] {
+        if let Some(v) = v {
+            v.clone_into(slot);
+        }
+    }
+    out.latency_unit_seconds = match q.latency_unit.as_deref() {
+        None | Some("seconds") => 1.0,
+        Some("milliseconds") => 0.001,
+        Some(other) => {
+            return Err((
+                "latency_unit".to_owned(),
+                format!("`{other}` is not a unit: seconds or milliseconds"),
+            ));
+        }
+    };
+    out.check().map_err(|e| {
+        let (f, why) = e.split_once(": ").unwrap_or(("", e.as_str()));
+        (f.to_owned(), why.to_owned())
+    })?;
+    Ok(out)
+}
+
+/// The cluster and how the environment's releases run on it.
+fn kube_target(
+    k: &KubeSettings,
+    service: &str,
+    health: &str,
+    env: &BTreeMap<String, String>,
+    ready_timeout: Duration,
+    base: &Path,
+    bad: &dyn Fn(&str, String) -> ServerError,
+) -> Result<maestro_deliver::kubernetes::KubeTarget, ServerError> {
+    use maestro_deliver::cluster::Cluster;
+    use maestro_deliver::kubernetes::{KubeSpec, KubeTarget, Weighting};
+    let cluster = match (&k.kubeconfig, k.in_cluster) {
+        (Some(_), true) => {
+            return Err(bad(
+                "in_cluster",
+                "and kubeconfig exclude each other: choose one".to_owned(),
+            ));
+        }
+        (Some(path), false) => {
+            let path = if path.is_relative() {
+                base.join(path)
+            } else {
+                path.clone()
+            };
+            Cluster::from_kubeconfig(&path, k.context.as_deref())
+                .map_err(|e| bad("kubeconfig", e.to_string()))?
+        }
+        (None, true) => {
+            Cluster::in_cluster(Path::new("/var/run/secrets/kubernetes.io/serviceaccount"))
+                .map_err(|e| bad("in_cluster", e.to_string()))?
+        }
+        (None, false) => {
+            return Err(bad(
+                "kubeconfig",
+                "is missing: a kubeconfig file, or in_cluster = true".to_owned(),
+            ));
+        }
+    };
+    let dns_label = |v: &str| {
+        !v.is_empty()
+            && v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !v.starts_with('-')
+            && !v.ends_with('-')
+    };
+    let namespace = k
+        .namespace
+        .clone()
+        .unwrap_or_else(|| cluster.namespace.clone());
+    if !dns_label(&namespace) {
+        return Err(bad(
+            "namespace",
+            format!("`{namespace}` is not a namespace: a DNS label (lowercase letters, digits, -)"),
+        ));
+    }
+    if k.port == 0 {
+        return Err(bad(
+            "port",
+            "must be the container's port (1-65535)".to_owned(),
+        ));
+    }
+    if k.replicas == 0 {
+        return Err(bad("replicas", "must be at least 1".to_owned()));
+    }
+    let weighting = match k.traffic.as_str() {
+        "gateway-api" => Weighting::GatewayApi,
+        "replica-ratio" => Weighting::ReplicaRatio,
+        other => {
+            return Err(bad(
+                "traffic",
+                format!("`{other}` is not a split: gateway-api or replica-ratio"),
+            ));
+        }
+    };
+    let gateway = match (&k.gateway, weighting) {
+        (Some(g), _) => match g.split_once('/') {
+            Some((ns, name)) if dns_label(ns) && !name.is_empty() => {
+                (name.to_owned(), ns.to_owned())
+            }
+            _ => {
+                return Err(bad(
+                    "gateway",
+                    format!("`{g}` is not NAMESPACE/NAME of a Gateway"),
+                ));
+            }
+        },
+        (None, Weighting::GatewayApi) => {
+            return Err(bad(
+                "gateway",
+                "is needed with traffic = \"gateway-api\": the Gateway the route attaches to, NAMESPACE/NAME".to_owned(),
+            ));
+        }
+        (None, Weighting::ReplicaRatio) => (String::new(), String::new()),
+    };
+    Ok(KubeTarget {
+        cluster,
+        spec: KubeSpec {
+            namespace,
+            name: service.to_owned(),
+            port: k.port,
+            health: health.to_owned(),
+            replicas: k.replicas,
+            gateway,
+            hostnames: k.hostnames.clone(),
+        },
+        weighting,
+        env: env.clone(),
+        ready_timeout,
+    })
 }
 
 /// How long an environment's lease runs, and how often its holder renews it.
