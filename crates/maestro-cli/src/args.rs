@@ -166,6 +166,10 @@ pub(crate) struct DeployArgs {
     /// Follow the canary until it is promoted (exit 0) or rolled back (exit 1).
     #[arg(long)]
     pub wait: bool,
+    /// The conductor's run this deploy belongs to: set for the jobs of
+    /// `maestro run --server`, so the run links to the canary's report.
+    #[arg(long, env = "MAESTRO_CONDUCTOR_RUN", value_name = "RUN")]
+    pub run: Option<i64>,
 }
 
 #[derive(Debug, Args)]

@@ -60,7 +60,7 @@ pub(crate) fn deploy(a: &DeployArgs) -> Result<u8, Failure> {
         .post_reasoned(
             &format!("/api/v1/environments/{}/deployments", a.environment),
             "the deployment",
-            &json!({"artifact": artifact, "env": env}),
+            &json!({"artifact": artifact, "env": env, "run": a.run}),
             &a.reason,
         )
         .map_err(refused)?;

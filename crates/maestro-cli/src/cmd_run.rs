@@ -117,7 +117,7 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
     let mut store = crate::open_store(&paths)?;
     // Absolute, so recorded log paths work from any directory.
     let home = std::fs::canonicalize(&paths.home).unwrap_or_else(|_| paths.home.clone());
-    let opts = maestro_engine::Options {
+    let mut opts = maestro_engine::Options {
         home,
         parallelism,
         no_cache: a.no_cache,
@@ -141,6 +141,13 @@ pub(crate) fn run(a: &RunArgs) -> Result<u8, Failure> {
         &opts.args,
         opts.trace_id.clone(),
     )?;
+    if let (Some(r), Some(server)) = (&remote, a.server.as_deref()) {
+        // Jobs that deploy (`maestro deploy`) link their deployment to this run.
+        opts.fixed_env
+            .push(("MAESTRO_CONDUCTOR_RUN".to_owned(), r.id().to_string()));
+        opts.fixed_env
+            .push(("MAESTRO_SERVER".to_owned(), server.to_owned()));
+    }
     let runtime = crate::runtime(parallelism)?;
     let color = output == Output::Human && std::env::var_os("NO_COLOR").is_none();
     let mut console = render::Console::new(output, color);

@@ -89,6 +89,11 @@ pub(crate) fn open(
 }
 
 impl Remote {
+    /// The run's id on the conductor.
+    pub(crate) fn id(&self) -> i64 {
+        self.reporter.run().id
+    }
+
     /// Closes the run on the conductor; what did not arrive is a warning.
     pub(crate) fn finish(self, status: RunStatus) {
         let url = self.reporter.run().url.clone();

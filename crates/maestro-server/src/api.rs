@@ -529,6 +529,66 @@ async fn dispatch(
     } else {
         read_json_body(headers, body).await?
     };
+    run_endpoint(e, auth, path, query, body, reason).await
+}
+
+/// Runs the endpoint `method path` as `actor` (the console's signed-in user): the same
+/// scope, policy, reason and audit as over REST.
+///
+/// # Errors
+/// The endpoint's refusal; 500 when no endpoint has that method and path.
+pub(crate) async fn dispatch_as(
+    state: Arc<AppState>,
+    actor: Actor,
+    method: &str,
+    template: &str,
+    path: HashMap<String, String>,
+    body: Value,
+    reason: &str,
+) -> Result<Checked, ApiError> {
+    let Some(e) = ENDPOINTS
+        .iter()
+        .find(|e| e.method == method && e.path == template)
+    else {
+        return Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("no endpoint {method} {template}"),
+        ));
+    };
+    let auth = authorize(state, actor, e.action, e.scope, e.kind)?;
+    let reason = if e.sensitive {
+        let reason = reason.trim();
+        if reason.is_empty() {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "reason_required",
+                format!("{} is audited: say why", e.action),
+            ));
+        }
+        if reason.len() > maestro_audit::entry::MAX_REASON_BYTES {
+            return Err(bad_request(format!(
+                "the reason is longer than {} bytes",
+                maestro_audit::entry::MAX_REASON_BYTES
+            )));
+        }
+        Some(reason.to_owned())
+    } else {
+        None
+    };
+    let body = axum::body::Bytes::from(serde_json::to_vec(&body).unwrap_or_default());
+    run_endpoint(e, auth, path, HashMap::new(), body, reason).await
+}
+
+/// The handler, between its audit entries when it is sensitive.
+async fn run_endpoint(
+    e: &'static Endpoint,
+    auth: Authorized,
+    path: HashMap<String, String>,
+    query: HashMap<String, String>,
+    body: axum::body::Bytes,
+    reason: Option<String>,
+) -> Result<Checked, ApiError> {
     let Some(reason) = reason else {
         return (e.handler)(Ctx {
             auth,

@@ -58,7 +58,10 @@ pub fn routes() -> Router<Arc<AppState>> {
             get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Releases", 8)),
         )
         .route("/console/canaries", get(canaries_page))
-        .route("/console/canaries/{id}", get(canary_page))
+        .route(
+            "/console/canaries/{id}",
+            get(canary_page).post(canary_control),
+        )
         .route(
             "/console/flags",
             get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Feature flags", 8)),
@@ -387,6 +390,25 @@ async fn run_page(
                 dt { "Finished" } dd { (text(&run["finishedAt"])) }
                 dt { "Jobs" } dd { (text(&run["jobCount"])) " (" (text(&run["cachedCount"])) " from cache, " (text(&run["failedCount"])) " failed)" }
             }
+            @if let Some(deps) = run["deployments"].as_array().filter(|d| !d.is_empty()) {
+                section #deployments {
+                    h2 { "Deployments" }
+                    table.deployments {
+                        thead { tr { th { "Deployment" } th { "Environment" } th { "Release" } th { "Status" } th { "Why it ended" } } }
+                        tbody {
+                            @for d in deps {
+                                tr data-deployment=(text(&d["id"])) {
+                                    td { a href={ "/console/canaries/" (text(&d["id"])) } { "#" (text(&d["id"])) } }
+                                    td { (text(&d["environment"])) }
+                                    td { code { (text(&d["version"])) } }
+                                    td { (status_badge(&d["status"])) }
+                                    td { (text(&d["outcome"])) }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             @if !failed.is_empty() {
                 section #failures {
                     h2 { "Failed" }
@@ -590,6 +612,21 @@ async fn canary_page(
             h1 { "Deployment #" (text(&d["id"])) " — " (text(&d["service"])) " to " (text(&d["environment"])) }
             p { (status_badge(&d["status"])) " release " code { (text(&d["version"])) } " (" code { (text(&d["artifact"])) } "), against " code { (text(&d["previous"])) } }
             p { "By " (text(&d["actor"])) ": " (text(&d["reason"])) }
+            @if !d["runId"].is_null() {
+                p #run { "Started by " a href={ "/console/runs/" (text(&d["runId"])) } { "run #" (text(&d["runId"])) } }
+            }
+            @if d["status"] == "progressing" || d["status"] == "paused" {
+                form #control method="post" action={ "/console/canaries/" (text(&d["id"])) } {
+                    label { "Reason (audited) " input type="text" name="reason" required maxlength="1024" placeholder="why" ; }
+                    @if d["status"] == "progressing" {
+                        button type="submit" name="action" value="pause" { "Pause" }
+                    } @else {
+                        button type="submit" name="action" value="resume" { "Resume" }
+                    }
+                    button type="submit" name="action" value="promote" { "Promote" }
+                    button.danger type="submit" name="action" value="abort" { "Abort" }
+                }
+            }
             @if !d["outcome"].is_null() {
                 p #outcome { strong { "Why it ended: " } (text(&d["outcome"])) }
             }
@@ -609,6 +646,78 @@ async fn canary_page(
             }
         },
     )
+}
+
+#[derive(Debug, Deserialize)]
+struct ControlForm {
+    action: String,
+    reason: String,
+}
+
+/// `POST /console/canaries/{id}`: pause, resume, promote or abort, as the signed-in user —
+/// the REST endpoint's scope, policy and audit entries. The session cookie is
+/// `SameSite=Strict`, and a request whose `Origin` is another site is refused as well.
+async fn canary_control(
+    State(state): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<ControlForm>,
+) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    if let Some(o) = origin {
+        let same = host.is_some_and(|h| o == format!("http://{h}") || o == format!("https://{h}"));
+        if !same {
+            return failure(
+                Some(&actor),
+                &ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "cross_origin",
+                    format!("a form from {o} may not steer a deployment"),
+                ),
+            );
+        }
+    }
+    if !matches!(f.action.as_str(), "pause" | "resume" | "promote" | "abort") {
+        return failure(
+            Some(&actor),
+            &api::bad_request(format!(
+                "`{}` is not pause, resume, promote or abort",
+                f.action
+            )),
+        );
+    }
+    let path = [
+        ("id".to_owned(), id.clone()),
+        ("action".to_owned(), f.action),
+    ]
+    .into_iter()
+    .collect();
+    match api::dispatch_as(
+        Arc::clone(&state),
+        actor.clone(),
+        "POST",
+        "/api/v1/deployments/{id}/{action}",
+        path,
+        json!({}),
+        &f.reason,
+    )
+    .await
+    {
+        Ok(_) => hardened(
+            Redirect::to(&format!("/console/canaries/{}", urlencode_id(&id))).into_response(),
+        ),
+        Err(e) => failure(Some(&actor), &e),
+    }
+}
+
+/// A deployment id for a redirect: digits only.
+fn urlencode_id(id: &str) -> String {
+    id.chars().filter(char::is_ascii_digit).collect()
 }
 
 async fn later(state: Arc<AppState>, headers: HeaderMap, title: &str, issue: u32) -> Response {

@@ -809,6 +809,10 @@ struct DeployBody {
     artifact: PathBuf,
     #[serde(default)]
     env: BTreeMap<String, String>,
+    /// The pipeline run deploying it (`MAESTRO_CONDUCTOR_RUN` inside `maestro run
+    /// --server`): the deployment is linked from the run, and the run from its report.
+    #[serde(default)]
+    run: Option<i64>,
 }
 
 /// `POST /api/v1/environments/{env}/deployments` (sensitive): verify, unpack, deploy.
@@ -816,6 +820,18 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
     Box::pin(async move {
         let (name, env, cfg, r) = visible_environment(&ctx)?;
         let body: DeployBody = ctx.json()?;
+        if let Some(run) = body.run {
+            // Only a run of the caller's own tenant: another's is as unknown as a missing one.
+            let row = ctx.auth.state.pool.with(move |s| s.run(run)).await;
+            let visible = matches!(&row, Ok(r) if r.tenant == ctx.auth.actor.tenant);
+            if !visible {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "unknown_run",
+                    format!("run: {run} is not a run of this conductor you may see"),
+                ));
+            }
+        }
         let artifact = body.artifact.clone();
         let trust = cfg.trust_keys.clone();
         let releases = cfg.spec.state_dir.join("releases");
@@ -838,7 +854,7 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
                     actor: ctx.auth.actor.id.clone(),
                     tenant: ctx.auth.actor.tenant.clone(),
                     reason,
-                    run_id: None,
+                    run_id: body.run,
                 },
             )
             .await
@@ -899,6 +915,8 @@ pub(crate) fn deployment_read(ctx: Ctx) -> Answer {
                 "id": row.id, "environment": row.environment, "service": row.service,
                 "version": row.version, "artifact": row.artifact, "previous": row.previous,
                 "status": row.status, "actor": row.actor, "reason": row.reason,
+                "run_id": row.run_id,
+                "run_url": row.run_id.map(|r| format!("/console/runs/{r}")),
                 "created_at_ms": row.created_at_ms, "updated_at_ms": row.updated_at_ms,
                 "canary": state,
             }),

@@ -243,17 +243,10 @@ impl Query {
     ) -> async_graphql::Result<Vec<Deployment>> {
         let auth = gate(ctx, "deployments")?;
         let n = list_limit(limit)?;
-        let rows = auth
-            .state
-            .pool
-            .with(move |s| s.deployments(environment.as_deref(), false, n))
-            .await
-            .map_err(|e| store_error(&e))?;
-        Ok(auth
-            .keep(rows, deployment_resource)
-            .into_iter()
-            .map(Deployment::from)
-            .collect())
+        visible_deployments(&auth, move |s| {
+            s.deployments(environment.as_deref(), false, n)
+        })
+        .await
     }
 
     /// One deployment with its canary report, or null when there is none the actor may see.
@@ -332,6 +325,28 @@ impl Query {
     }
 }
 
+/// The deployments `read` finds that the actor may see.
+async fn visible_deployments(
+    auth: &Authorized,
+    read: impl FnOnce(
+        &mut dyn maestro_store::Store,
+    ) -> Result<Vec<maestro_store::DeploymentRow>, maestro_store::StoreError>
+    + Send
+    + 'static,
+) -> async_graphql::Result<Vec<Deployment>> {
+    let rows = auth
+        .state
+        .pool
+        .with(read)
+        .await
+        .map_err(|e| store_error(&e))?;
+    Ok(auth
+        .keep(rows, deployment_resource)
+        .into_iter()
+        .map(Deployment::from)
+        .collect())
+}
+
 fn deployment_resource(d: &maestro_store::DeploymentRow) -> Resource {
     Resource {
         kind: "deployment",
@@ -367,6 +382,8 @@ pub struct Deployment {
     weight: f64,
     /// Steps, analyses and the verdict, oldest first.
     timeline: Vec<CanaryEvent>,
+    /// The pipeline run that started it (`maestro deploy` inside `maestro run --server`).
+    run_id: Option<ID>,
 }
 
 /// One line of a canary's report.
@@ -427,6 +444,7 @@ impl From<maestro_store::DeploymentRow> for Deployment {
             outcome: state.and_then(|c| c.reason),
             weight,
             timeline,
+            run_id: d.run_id.map(|r| ID(r.to_string())),
         }
     }
 }
@@ -547,6 +565,15 @@ impl Run {
                 state: Arc::clone(&self.state),
             })
             .collect())
+    }
+    /// The deployments the run started, oldest first: those the actor may see (none
+    /// without `deployments:read`).
+    async fn deployments(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Deployment>> {
+        let Ok(auth) = gate(ctx, "deployments") else {
+            return Ok(Vec::new());
+        };
+        let id = self.row.id;
+        visible_deployments(&auth, move |s| s.run_deployments(id)).await
     }
     /// One job by name.
     async fn job(&self, name: String) -> async_graphql::Result<Option<Job>> {

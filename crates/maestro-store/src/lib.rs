@@ -297,6 +297,11 @@ pub trait Store: Send + std::fmt::Debug {
         active_only: bool,
         limit: usize,
     ) -> Result<Vec<DeploymentRow>, StoreError>;
+    /// The deployments a pipeline run started, oldest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn run_deployments(&mut self, run_id: i64) -> Result<Vec<DeploymentRow>, StoreError>;
     /// An environment's stable release.
     ///
     /// # Errors

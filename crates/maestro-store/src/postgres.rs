@@ -1013,6 +1013,18 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn run_deployments(&mut self, run_id: i64) -> Result<Vec<DeploymentRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                &format!("SELECT {DEPLOYMENT_COLS} FROM deployments WHERE run_id = $1 ORDER BY id"),
+                &[&run_id],
+            )?
+            .iter()
+            .map(deployment_row)
+            .collect())
+    }
+
     fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError> {
         Ok(self
             .client

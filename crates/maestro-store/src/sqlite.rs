@@ -985,6 +985,14 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn run_deployments(&mut self, run_id: i64) -> Result<Vec<DeploymentRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE run_id = ?1 ORDER BY id"
+        ))?;
+        let rows = stmt.query_map([run_id], deployment_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError> {
         Ok(self
             .conn

@@ -658,6 +658,11 @@ deployments_one_active_per_environment_promotion_sets_stable_and_an_ended_one_is
     let active: Vec<i64> = s.deployments(None, true, 10).expect("list").iter().map(|d| d.id).collect();
     assert_eq!(active, [other]);
 
+    // The deployments a pipeline run started.
+    let from_run = s.deployment_begin(&NewDeployment { run_id: Some(42), ..new("dev", "v2", 6_500) }).expect("begin").expect("opened");
+    assert_eq!(s.run_deployments(42).expect("list").iter().map(|d| (d.id, d.run_id)).collect::<Vec<_>>(), [(from_run, Some(42))]);
+    assert!(s.run_deployments(7).expect("list").is_empty());
+
     // A release set by hand (a first deploy, a rollback to an earlier good one).
     s.environment_set(&EnvironmentRow { name: "stage".into(), version: "v1".into(), artifact: "sha256:v1".into(), release_dir: "/r/v1".into(), deployment_id: None, updated_at_ms: 7_000 }).expect("set");
     assert_eq!(s.environment("stage").expect("read").expect("stable").version, "v1");

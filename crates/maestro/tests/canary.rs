@@ -117,6 +117,8 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
             "deployments:read",
             "--scope",
             "deployments:write",
+            "--scope",
+            "runs:read",
             "--expires",
             "1h",
         ]);
@@ -265,10 +267,86 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
     assert_eq!(code, Some(2), "{shown}");
     assert!(shown.contains("nothing_to_roll_back_to"), "{shown}");
 
+    // The console steers a canary in progress as the signed-in user: pause, then abort,
+    // each with its reason; a form from another site is refused.
+    let (status, created) = call(
+        "POST",
+        &format!("{base}/api/v1/environments/stage/deployments"),
+        &token,
+        Some("the console steers this one"),
+        Some(json!({"artifact": second})),
+    );
+    assert_eq!(status, 201, "{created}");
+    let steered = created["id"].as_i64().expect("id");
+    let form = |action: &str, reason: &str, origin: &str| {
+        let no_redirects: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let mut resp = no_redirects
+            .post(&format!("{base}/console/canaries/{steered}"))
+            .header("Cookie", format!("maestro_session={token}"))
+            .header("Origin", origin)
+            .header("Content-Type", "application/x-www-form-urlencoded")
+            .send(format!("action={action}&reason={reason}"))
+            .expect("console");
+        let status = resp.status().as_u16();
+        (status, resp.body_mut().read_to_string().unwrap_or_default())
+    };
+    let (status, answer) = form("abort", "csrf", "http://evil.example");
+    assert_eq!(status, 403, "{answer}");
+    let page = |path: &str| {
+        agent()
+            .get(&format!("{base}{path}"))
+            .header("Cookie", format!("maestro_session={token}"))
+            .call()
+            .expect("console")
+            .body_mut()
+            .read_to_string()
+            .unwrap_or_default()
+    };
+    let report_page = || page(&format!("/console/canaries/{steered}"));
+    let (status, answer) = form("pause", "looking+at+the+graphs", &base);
+    assert_eq!(status, 303, "back to the report: {answer}");
+    let shown = report_page();
+    assert!(shown.contains("value=\"resume\""), "paused: {shown}");
+    let (status, answer) = form("abort", "not+today", &base);
+    assert_eq!(status, 303, "{answer}");
+    assert!(
+        !report_page().contains("form id=\"control\""),
+        "ended: no more buttons"
+    );
+    let (_, report) = call(
+        "GET",
+        &format!("{base}/api/v1/deployments/{steered}"),
+        &token,
+        None,
+        None,
+    );
+    assert_eq!(report["status"], "aborted", "{report}");
+    assert!(
+        report["canary"]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("user:ops: not today")),
+        "{report}"
+    );
+
+    // A deploy from a pipeline run is linked to it (`--run`, MAESTRO_CONDUCTOR_RUN in the
+    // jobs of `maestro run --server`); a run that is not there is refused.
+    let (_, runs) = call("GET", &format!("{base}/api/v1/runs"), &token, None, None);
+    let run = runs[0]["id"].as_i64().expect("the pipeline's last run");
+    let (code, shown) = cli(&[
+        "deploy", "stage", &second, "--server", &base, "--reason", "x", "--run", "999999",
+    ]);
+    assert_eq!(code, Some(2), "{shown}");
+    assert!(shown.contains("unknown_run"), "{shown}");
+
     // The second release again, now with a fault: it rolls back by itself.
+    let run_text = run.to_string();
     let (code, shown) = deploy(
         "greetings in Welsh, again",
-        &["--set", "HELLO_ERROR_RATE=0.3"],
+        &["--set", "HELLO_ERROR_RATE=0.3", "--run", &run_text],
     );
     assert_eq!(code, Some(1), "a rollback fails the command:\n{shown}");
     assert!(shown.contains("10.00% started"), "{shown}");
@@ -302,6 +380,18 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
         let _ = l.join();
     }
     assert_eq!(report["status"], "rolled_back", "{report}");
+    assert_eq!(report["run_id"], run, "{report}");
+    // The run's page links to the canary's report, and the report back to the run.
+    let run_page = page(&format!("/console/runs/{run}"));
+    assert!(
+        run_page.contains(&format!("href=\"/console/canaries/{id}\"")),
+        "{run_page}"
+    );
+    let canary_page = page(&format!("/console/canaries/{id}"));
+    assert!(
+        canary_page.contains(&format!("href=\"/console/runs/{run}\"")),
+        "{canary_page}"
+    );
     let reason = report["canary"]["reason"].as_str().unwrap_or_default();
     assert!(
         reason.contains("error rate") || reason.contains("5xx spike"),

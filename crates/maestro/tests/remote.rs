@@ -73,7 +73,7 @@ fn get(url: &str, token: &str) -> (u16, serde_json::Value) {
     )
 }
 
-const PIPELINE: &str = "version: 1\njobs:\n  build:\n    run: printf 'compiling\\nexport AWS_ACCESS_KEY_ID=AKIAZ7VRSQ5TQDNXKCVB\\nbuilt\\n'\n  test:\n    needs: [build]\n    run: printf 'running 1 test\\nassertion failed (2 + 2 == 5)\\n'; exit 1\n";
+const PIPELINE: &str = "version: 1\njobs:\n  build:\n    run: printf 'compiling\\nexport AWS_ACCESS_KEY_ID=AKIAZ7VRSQ5TQDNXKCVB\\nbuilt\\n'; echo \"for run $MAESTRO_CONDUCTOR_RUN on $MAESTRO_SERVER\"\n  test:\n    needs: [build]\n    run: printf 'running 1 test\\nassertion failed (2 + 2 == 5)\\n'; exit 1\n";
 
 #[test]
 fn a_ci_run_reports_into_the_conductor_with_masked_log_tails() {
@@ -122,8 +122,9 @@ fn a_ci_run_reports_into_the_conductor_with_masked_log_tails() {
     let (_, log) = get(&format!("{base}/api/v1/runs/1/jobs/build/log"), &reader);
     let tail = log["tail"].as_str().expect("tail");
     assert!(
-        tail.starts_with("compiling\n[REDACTED: ") && tail.ends_with("secret]\nbuilt"),
-        "{tail}"
+        tail.starts_with("compiling\n[REDACTED: ")
+            && tail.ends_with(&format!("secret]\nbuilt\nfor run 1 on {base}")),
+        "a job knows its conductor and run (for `maestro deploy`): {tail}"
     );
     assert!(!tail.contains("AKIAZ7VRSQ5TQDNXKCVB"));
     // The checkout keeps its own full record too.
