@@ -40,7 +40,7 @@ async fn round(dir: &Path, fault: (&str, &str), rate: u32, interval: u32) -> Rou
         None,
     );
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let env = Environment::open(spec, Arc::clone(&pool), tx)
+    let env = Environment::open(spec, Arc::clone(&pool), tx, None)
         .await
         .expect("environment");
     let req = Request {

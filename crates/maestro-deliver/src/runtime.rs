@@ -18,7 +18,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use maestro_canary::{Action, Canary, Command, Judgement, Observation, Phase, Plan};
 use maestro_proxy::{Counts, Options, Proxy, Route, Upstream};
 use maestro_store::pool::StorePool;
-use maestro_store::{DeploymentRefusal, EnvironmentRow, NewDeployment, StoreError};
+use maestro_store::{DeploymentRefusal, EnvironmentRow, Lease, NewDeployment, StoreError};
 use tokio::sync::{Mutex, mpsc};
 
 use crate::cluster::KubeError;
@@ -105,6 +105,8 @@ pub enum DeployError {
     Busy(i64),
     #[error("deployment {0} does not exist")]
     NotFound(i64),
+    #[error("this conductor's lease on the environment is no longer current: another runs it now")]
+    Fenced,
     #[error("deployment {id} has already ended ({status})")]
     Ended { id: i64, status: String },
     #[error("{0}")]
@@ -142,6 +144,8 @@ pub struct Environment {
     spec: EnvSpec,
     backend: Backend,
     pool: Arc<StorePool>,
+    /// The lease this environment runs under: every save is fenced by it.
+    lease: Option<Lease>,
     notices: mpsc::UnboundedSender<Notice>,
     live: Mutex<Live>,
 }
@@ -186,6 +190,7 @@ impl Environment {
         spec: EnvSpec,
         pool: Arc<StorePool>,
         notices: mpsc::UnboundedSender<Notice>,
+        lease: Option<Lease>,
     ) -> Result<Arc<Environment>, DeployError> {
         let backend = match &spec.driver {
             Driver::Process(p) => {
@@ -199,6 +204,7 @@ impl Environment {
             spec,
             backend,
             pool,
+            lease,
             notices,
             live: Mutex::new(Live {
                 stable: None,
@@ -492,15 +498,23 @@ impl Environment {
         Ok(())
     }
 
+    /// The fencing token of the lease it runs under.
+    #[must_use]
+    pub fn lease_token(&self) -> Option<i64> {
+        self.lease.as_ref().map(|l| l.token)
+    }
+
     async fn save(&self, id: i64, canary: &Canary) -> Result<(), DeployError> {
         let status = status_of(canary.phase).to_owned();
         let state = serde_json::to_string(canary).unwrap_or_default();
+        let fence = self.lease.clone();
         match self
             .pool
-            .with(move |s| s.deployment_save(id, &status, &state, i(now_ms())))
+            .with(move |s| s.deployment_save(id, &status, &state, i(now_ms()), fence.as_ref()))
             .await?
         {
             Ok(()) => Ok(()),
+            Err(DeploymentRefusal::Fenced) => Err(DeployError::Fenced),
             Err(DeploymentRefusal::Ended(status)) => Err(DeployError::Ended { id, status }),
             Err(DeploymentRefusal::NotFound | DeploymentRefusal::Busy(_)) => {
                 Err(DeployError::NotFound(id))
@@ -640,9 +654,14 @@ impl Environment {
                 };
                 let actions = active.canary.analysed(&self.spec.plan, now_ms(), None);
                 let snapshot = active.canary.clone();
-                if self.save(id, &snapshot).await.is_err() {
-                    let _ = self.apply(&mut live, &[Action::Stop]).await;
-                    return;
+                match self.save(id, &snapshot).await {
+                    Ok(()) => {}
+                    // Another conductor runs it now: touch nothing.
+                    Err(DeployError::Fenced) => return,
+                    Err(_) => {
+                        let _ = self.apply(&mut live, &[Action::Stop]).await;
+                        return;
+                    }
                 }
                 let _ = self.apply(&mut live, &actions).await;
                 if snapshot.done() {
@@ -676,17 +695,22 @@ impl Environment {
                 .canary
                 .analysed(&self.spec.plan, now_ms(), Some(judgement));
             let snapshot = active.canary.clone();
-            if let Err(e) = self.save(id, &snapshot).await {
-                // Ended elsewhere (aborted by hand on another path) or the store failed:
-                // the route goes back to stable, never left split unwatched.
-                let _ = self.apply(&mut live, &[Action::Stop]).await;
-                self.notify(
-                    id,
-                    "deploy.aborted",
-                    &version,
-                    format!("the controller stopped: {e}"),
-                );
-                return;
+            match self.save(id, &snapshot).await {
+                Ok(()) => {}
+                // Another conductor runs it now: touch nothing (its controller steers).
+                Err(DeployError::Fenced) => return,
+                Err(e) => {
+                    // Ended elsewhere (aborted by hand on another path) or the store failed:
+                    // the route goes back to stable, never left split unwatched.
+                    let _ = self.apply(&mut live, &[Action::Stop]).await;
+                    self.notify(
+                        id,
+                        "deploy.aborted",
+                        &version,
+                        format!("the controller stopped: {e}"),
+                    );
+                    return;
+                }
             }
             if let Err(e) = self.apply(&mut live, &actions).await {
                 self.notify(
@@ -753,10 +777,21 @@ impl Environment {
     /// Stops every process of the environment (the conductor is shutting down; the
     /// deployment in progress resumes at the next start).
     pub async fn shutdown(&self) {
+        self.stop_here(true).await;
+    }
+
+    /// Stops what runs on this host without touching what another conductor now steers
+    /// (the lease was lost): the process driver's processes stop; on Kubernetes the
+    /// cluster is left to the new holder.
+    pub async fn abandon(&self) {
+        self.stop_here(false).await;
+    }
+
+    async fn stop_here(&self, park: bool) {
         let mut live = self.live.lock().await;
         live.proxy = None;
-        if let (Backend::Kube(k), Some(a), Some((_, Running::Kube(stable)))) =
-            (&self.backend, &live.active, &live.stable)
+        if let (true, Backend::Kube(k), Some(a), Some((_, Running::Kube(stable)))) =
+            (park, &self.backend, &live.active, &live.stable)
             && let Running::Kube(canary) = &a.instance
         {
             // The cluster keeps serving: never split with nobody watching.

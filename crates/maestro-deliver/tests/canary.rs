@@ -49,7 +49,7 @@ impl World {
 
     async fn open(&self) -> (Arc<Environment>, mpsc::UnboundedReceiver<Notice>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let env = Environment::open(self.spec(), Arc::clone(&self.pool), tx)
+        let env = Environment::open(self.spec(), Arc::clone(&self.pool), tx, None)
             .await
             .expect("environment");
         (env, rx)
@@ -320,4 +320,64 @@ fn a_conductor_killed_mid_canary_resumes_it_on_restart() {
         assert_eq!(d.status, "promoted", "{}", d.state);
         env.shutdown().await;
     });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_controller_whose_lease_lapsed_writes_nothing_more() {
+    let w = World::new();
+    let now = || {
+        i64::try_from(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .expect("clock")
+                .as_millis(),
+        )
+        .expect("ms")
+    };
+    let t0 = now();
+    let lease = w
+        .pool
+        .with(move |s| s.lease_acquire("environment:stage", "conductor-a", 4_000, t0))
+        .await
+        .expect("store")
+        .expect("free");
+    let expires = lease.expires_at_ms;
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let env = Environment::open(w.spec(), Arc::clone(&w.pool), tx, Some(lease))
+        .await
+        .expect("environment");
+    env.deploy(release("v1", &[]), request())
+        .await
+        .expect("first release");
+    let load = Load::start(env.addr().await.expect("serving"), 300);
+    let id = env
+        .deploy(release("v2", &[]), request())
+        .await
+        .expect("canary");
+    // a's lease lapses (nobody renews it) and b takes the environment over.
+    let wait = u64::try_from(expires - now() + 200).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
+    let taken = now();
+    w.pool
+        .with(move |s| s.lease_acquire("environment:stage", "conductor-b", 60_000, taken))
+        .await
+        .expect("store")
+        .expect("lapsed: b gets it");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = w.deployment(id).await;
+    assert_eq!(d.status, "progressing", "a did not end it: {}", d.state);
+    assert!(
+        d.updated_at_ms < expires,
+        "a wrote nothing after its lease lapsed ({} ≥ {expires})",
+        d.updated_at_ms
+    );
+    // A command on the fenced environment is refused too.
+    let e = env
+        .command(id, Command::Abort, "from the old holder")
+        .await
+        .expect_err("fenced");
+    assert!(e.to_string().contains("lease"), "{e}");
+    assert_eq!(w.deployment(id).await.status, "progressing");
+    drop(load);
+    env.abandon().await;
 }

@@ -403,7 +403,7 @@ async fn kube_env(
     let db = root.join("store.db").display().to_string();
     let pool = maestro_store::pool::StorePool::open(&db, 4).expect("store");
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let env = maestro_deliver::Environment::open(spec, Arc::clone(&pool), tx)
+    let env = maestro_deliver::Environment::open(spec, Arc::clone(&pool), tx, None)
         .await
         .expect("environment");
     (env, pool, rx)

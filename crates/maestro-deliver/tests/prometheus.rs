@@ -112,7 +112,7 @@ async fn setup(dir: &Path) -> (Arc<Environment>, Arc<StorePool>, Server) {
         Some(metrics),
     );
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let env = Environment::open(spec, Arc::clone(&pool), tx)
+    let env = Environment::open(spec, Arc::clone(&pool), tx, None)
         .await
         .expect("environment");
     env.deploy(release("v1", &[]), request())

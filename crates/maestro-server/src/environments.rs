@@ -548,13 +548,14 @@ impl Environments {
                 cfg: c.clone(),
                 env: std::sync::RwLock::new(None),
             });
-            let mut held_until = if lease(state, &c.spec.name, holder).await {
-                let env = Environment::open(c.spec.clone(), Arc::clone(&state.pool), tx.clone())
-                    .await
-                    .map_err(|e| ServerError::Config {
-                        source_name: format!("environment {}", c.spec.name),
-                        message: e.to_string(),
-                    })?;
+            let mut held_until = if let Some(l) = lease(state, &c.spec.name, holder).await {
+                let env =
+                    Environment::open(c.spec.clone(), Arc::clone(&state.pool), tx.clone(), Some(l))
+                        .await
+                        .map_err(|e| ServerError::Config {
+                            source_name: format!("environment {}", c.spec.name),
+                            message: e.to_string(),
+                        })?;
                 slot.set(Some(env));
                 now_ms() + ms(LEASE_TTL)
             } else {
@@ -576,16 +577,25 @@ impl Environments {
                     tokio::time::sleep(LEASE_RENEW).await;
                     let name = slot2.cfg.spec.name.clone();
                     let got = lease(&state, &name, &holder).await;
-                    let open = slot2.get().is_some();
-                    if got {
+                    if got.is_some() {
                         held_until = now_ms() + ms(LEASE_TTL);
                     }
+                    // Held again under a new token (it lapsed in between, and another may
+                    // have run it): what runs here is stale; reopen from the store.
+                    if let (Some(l), Some(env)) = (&got, slot2.get())
+                        && env.lease_token() != Some(l.token)
+                    {
+                        slot2.set(None);
+                        env.abandon().await;
+                    }
+                    let open = slot2.get().is_some();
                     match (got, open) {
-                        (true, false) => {
+                        (Some(l), false) => {
                             match Environment::open(
                                 slot2.cfg.spec.clone(),
                                 Arc::clone(&state.pool),
                                 tx.clone(),
+                                Some(l),
                             )
                             .await
                             {
@@ -608,9 +618,9 @@ impl Environments {
                             }
                         }
                         // Lost (or could not renew in time): stop before another takes it.
-                        (false, true) if now_ms() >= held_until - ms(LEASE_RENEW) => {
+                        (None, true) if now_ms() >= held_until - ms(LEASE_RENEW) => {
                             if let Some(env) = slot2.set(None) {
-                                env.shutdown().await;
+                                env.abandon().await;
                             }
                             crate::log::event(
                                 "error",
@@ -651,16 +661,21 @@ impl Environments {
     }
 }
 
-/// Takes or renews `environment:<name>` for `holder`; false when another holds it or the
+/// Takes or renews `environment:<name>` for `holder`; `None` when another holds it or the
 /// store fails.
-async fn lease(state: &Arc<crate::AppState>, name: &str, holder: &str) -> bool {
+async fn lease(
+    state: &Arc<crate::AppState>,
+    name: &str,
+    holder: &str,
+) -> Option<maestro_store::Lease> {
     let (n, h) = (format!("environment:{name}"), holder.to_owned());
     let ttl = ms(LEASE_TTL);
     state
         .pool
         .with(move |s| s.lease_acquire(&n, &h, ttl, now_ms()))
         .await
-        .is_ok_and(|l| l.is_some())
+        .ok()
+        .flatten()
 }
 
 /// Logs every notice and appends it to the audit log (as the conductor) when it has a key.

@@ -480,6 +480,7 @@ fn rolled_back_deployment(s: &Server) -> i64 {
             "rolled_back",
             &serde_json::to_string(&c).expect("json"),
             (t + 10_000).cast_signed(),
+            None,
         )
         .expect("store")
         .expect("saved");

@@ -272,14 +272,19 @@ pub trait Store: Send + std::fmt::Debug {
     /// `promoted` also makes its release the environment's stable one, in the same
     /// transaction.
     ///
+    /// With `fence`, only while that lease is still held as given (its fencing token):
+    /// a conductor whose lease lapsed or passed on cannot overwrite the new holder's state.
+    ///
     /// # Errors
-    /// On database failure. `Ok(Err(Ended(status)))` when it has already ended.
+    /// On database failure. `Ok(Err(Ended(status)))` when it has already ended,
+    /// `Ok(Err(Fenced))` when the lease is no longer current.
     fn deployment_save(
         &mut self,
         id: i64,
         status: &str,
         state: &str,
         now_ms: i64,
+        fence: Option<&Lease>,
     ) -> Result<Result<(), DeploymentRefusal>, StoreError>;
     /// One deployment.
     ///

@@ -951,8 +951,22 @@ impl Store for PgStore {
         status: &str,
         state: &str,
         now_ms: i64,
+        fence: Option<&Lease>,
     ) -> Result<Result<(), DeploymentRefusal>, StoreError> {
         let mut tx = self.client.transaction()?;
+        if let Some(l) = fence {
+            // The lease row is locked to the commit: it cannot change hands in between.
+            let current = tx
+                .query_opt(
+                    "SELECT 1 FROM leases WHERE name = $1 AND holder = $2 AND token = $3
+                     AND expires_at > $4 FOR SHARE",
+                    &[&l.name, &l.holder, &l.token, &now_ms],
+                )?
+                .is_some();
+            if !current {
+                return Ok(Err(DeploymentRefusal::Fenced));
+            }
+        }
         let changed = tx.execute(
             "UPDATE deployments SET status = $2, state = $3, updated_at = $4
              WHERE id = $1 AND status IN ('progressing', 'paused')",

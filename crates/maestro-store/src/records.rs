@@ -415,4 +415,7 @@ pub enum DeploymentRefusal {
     /// final and a late writer cannot change it.
     Ended(String),
     NotFound,
+    /// The writer's lease (its fencing token) is no longer current: another conductor
+    /// runs the environment now, and this late write changes nothing.
+    Fenced,
 }

@@ -918,10 +918,24 @@ impl Store for SqliteStore {
         status: &str,
         state: &str,
         now_ms: i64,
+        fence: Option<&Lease>,
     ) -> Result<Result<(), DeploymentRefusal>, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if let Some(l) = fence {
+            // The write lock is held from here to the commit: the lease cannot change hands
+            // in between.
+            let current: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM leases WHERE name = ?1 AND holder = ?2
+                                AND token = ?3 AND expires_at > ?4)",
+                params![l.name, l.holder, l.token, now_ms],
+                |r| r.get(0),
+            )?;
+            if !current {
+                return Ok(Err(DeploymentRefusal::Fenced));
+            }
+        }
         let changed = tx.execute(
             "UPDATE deployments SET status = ?2, state = ?3, updated_at = ?4
              WHERE id = ?1 AND status IN ('progressing', 'paused')",

@@ -637,26 +637,37 @@ deployments_one_active_per_environment_promotion_sets_stable_and_an_ended_one_is
     let row = s.deployment(first).expect("read").expect("there");
     assert_eq!((row.status.as_str(), row.tenant.as_str(), row.active()), ("progressing", "default", true));
 
-    s.deployment_save(first, "paused", "{\"step\":1}", 2_000).expect("save").expect("saved");
+    s.deployment_save(first, "paused", "{\"step\":1}", 2_000, None).expect("save").expect("saved");
     assert_eq!(s.environment("stage").expect("read"), None, "nothing stable until a promotion");
-    s.deployment_save(first, "promoted", "{\"step\":3}", 3_000).expect("save").expect("saved");
+    s.deployment_save(first, "promoted", "{\"step\":3}", 3_000, None).expect("save").expect("saved");
     let stable = s.environment("stage").expect("read").expect("stable");
     assert_eq!((stable.version.as_str(), stable.deployment_id, stable.updated_at_ms), ("v2", Some(first), 3_000));
     assert_eq!(stable.release_dir, "/envs/stage/releases/v2");
     // Ended is final: a late writer (a controller that lost its lease) changes nothing.
-    assert_eq!(s.deployment_save(first, "rolled_back", "{}", 4_000).expect("save"), Err(DeploymentRefusal::Ended("promoted".into())));
+    assert_eq!(s.deployment_save(first, "rolled_back", "{}", 4_000, None).expect("save"), Err(DeploymentRefusal::Ended("promoted".into())));
     assert_eq!(s.deployment(first).expect("read").expect("there").state, "{\"step\":3}");
-    assert_eq!(s.deployment_save(999, "paused", "{}", 4_000).expect("save"), Err(DeploymentRefusal::NotFound));
+    assert_eq!(s.deployment_save(999, "paused", "{}", 4_000, None).expect("save"), Err(DeploymentRefusal::NotFound));
 
     // A rollback leaves stable where it was.
     let second = s.deployment_begin(&new("stage", "v3", 5_000)).expect("begin").expect("free again");
-    s.deployment_save(second, "rolled_back", "{}", 6_000).expect("save").expect("saved");
+    s.deployment_save(second, "rolled_back", "{}", 6_000, None).expect("save").expect("saved");
     assert_eq!(s.environment("stage").expect("read").expect("stable").version, "v2");
 
     let all: Vec<i64> = s.deployments(Some("stage"), false, 10).expect("list").iter().map(|d| d.id).collect();
     assert_eq!(all, [second, first]);
     let active: Vec<i64> = s.deployments(None, true, 10).expect("list").iter().map(|d| d.id).collect();
     assert_eq!(active, [other]);
+
+    // Fenced: only the current holder of the environment's lease writes.
+    let dev = s.deployment_begin(&new("qa", "v2", 6_400)).expect("begin").expect("opened");
+    let mine = s.lease_acquire("environment:qa", "conductor-a", 1_000, 6_400).expect("lease").expect("free");
+    s.deployment_save(dev, "progressing", "{\"step\":1}", 6_500, Some(&mine)).expect("save").expect("current lease");
+    // a's lease lapses and b takes it: a's late write changes nothing.
+    let theirs = s.lease_acquire("environment:qa", "conductor-b", 1_000, 7_500).expect("lease").expect("lapsed");
+    assert!(theirs.token > mine.token);
+    assert_eq!(s.deployment_save(dev, "rolled_back", "{}", 7_600, Some(&mine)).expect("save"), Err(DeploymentRefusal::Fenced));
+    assert_eq!(s.deployment(dev).expect("read").expect("there").state, "{\"step\":1}");
+    s.deployment_save(dev, "paused", "{\"step\":2}", 7_700, Some(&theirs)).expect("save").expect("the new holder writes");
 
     // The deployments a pipeline run started.
     let from_run = s.deployment_begin(&NewDeployment { run_id: Some(42), ..new("dev", "v2", 6_500) }).expect("begin").expect("opened");
