@@ -604,6 +604,11 @@ async fn canary_page(
         return not_found(&actor, &format!("Deployment {id}"));
     }
     let events = d["timeline"].as_array().cloned().unwrap_or_default();
+    // The figures of the analysis that decided (the last one with checks).
+    let deciding = events
+        .iter()
+        .rev()
+        .find(|e| e["checks"].as_array().is_some_and(|c| !c.is_empty()));
     page(
         StatusCode::OK,
         &format!("Deployment {id}"),
@@ -644,8 +649,35 @@ async fn canary_page(
                     }
                 }
             }
+            @if let Some(e) = deciding {
+                h2 { "Checks at " time { (text(&e["at"])) } " (" (text(&e["verdict"])) ")" }
+                table #checks {
+                    thead { tr { th { "Check" } th { "Status" } th { "Canary" } th { "Stable" } th { "p-value" } th { "Detail" } } }
+                    tbody {
+                        @for c in e["checks"].as_array().into_iter().flatten() {
+                            tr class={ "check check-" (text(&c["status"])) } {
+                                td { (text(&c["name"])) }
+                                td { (text(&c["status"])) }
+                                td.num { (figure(&c["canary"])) }
+                                td.num { (figure(&c["stable"])) }
+                                td.num { (figure(&c["pValue"])) }
+                                td { (text(&c["detail"])) }
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
+}
+
+/// A check's figure: four significant digits, scientific below 0.001.
+fn figure(v: &Value) -> String {
+    match v.as_f64() {
+        None => "—".to_owned(),
+        Some(x) if x != 0.0 && x.abs() < 1e-3 => format!("{x:.2e}"),
+        Some(x) => format!("{x:.4}"),
+    }
 }
 
 #[derive(Debug, Deserialize)]

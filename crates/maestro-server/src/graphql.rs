@@ -398,6 +398,20 @@ pub struct CanaryEvent {
     /// pass, fail or inconclusive, for an analysis.
     verdict: Option<String>,
     detail: String,
+    /// The checks behind a failed (or the first inconclusive) analysis, with their figures.
+    checks: Vec<CanaryCheck>,
+}
+
+/// One check of an analysis: the canary's figure, stable's, and the test's p-value.
+#[derive(Debug, SimpleObject)]
+pub struct CanaryCheck {
+    name: String,
+    /// pass, fail or no_data.
+    status: String,
+    canary: f64,
+    stable: Option<f64>,
+    p_value: Option<f64>,
+    detail: String,
 }
 
 impl From<maestro_store::DeploymentRow> for Deployment {
@@ -421,6 +435,23 @@ impl From<maestro_store::DeploymentRow> for Deployment {
                             .to_owned()
                         }),
                         detail: e.detail.clone(),
+                        checks: e
+                            .checks
+                            .iter()
+                            .map(|c| CanaryCheck {
+                                name: c.name.clone(),
+                                status: match c.status {
+                                    maestro_canary::Status::Pass => "pass",
+                                    maestro_canary::Status::Fail => "fail",
+                                    maestro_canary::Status::NoData => "no_data",
+                                }
+                                .to_owned(),
+                                canary: c.canary,
+                                stable: c.stable,
+                                p_value: c.p_value,
+                                detail: c.detail.clone(),
+                            })
+                            .collect(),
                     })
                     .collect()
             })

@@ -429,6 +429,12 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
     );
     assert!(b.text("tr.event-started").contains("5%"));
     assert!(b.text("tr.event-rolled_back").contains("0%"));
+    // The figures behind the verdict.
+    let check = b.text("table#checks tr.check-fail");
+    assert!(
+        check.contains("error rate") && check.contains("0.2000") && check.contains("1.00e-9"),
+        "{check}"
+    );
 
     b.click("form.who button");
     b.arrive("/console/login");
