@@ -138,6 +138,37 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: SloCommand,
     },
+    /// Releases: the next version and its notes from the Conventional Commits since the
+    /// last release tag.
+    Release {
+        #[command(subcommand)]
+        command: ReleaseCommand,
+    },
+}
+
+/// What a release is computed from.
+#[derive(Debug, Args)]
+pub(crate) struct ReleaseFrom {
+    /// The repository.
+    #[arg(long, short = 'C', default_value = ".")]
+    pub repo: PathBuf,
+    /// The commit to release.
+    #[arg(long, default_value = "HEAD")]
+    pub rev: String,
+    /// A pre-release: `rc` makes `1.3.0-rc.N`, N one more than the last.
+    #[arg(long, value_name = "ID")]
+    pub pre: Option<String>,
+    /// PR labels: `gh pr list --state merged --json number,labels` output, or
+    /// `{"12": ["skip-changelog"]}`. `skip-changelog`/`no-changelog` leave a PR out,
+    /// `breaking-change`/`breaking` make it breaking.
+    #[arg(long, value_name = "FILE")]
+    pub labels: Option<PathBuf>,
+    /// Release tags are PREFIX + version.
+    #[arg(long, default_value = "v")]
+    pub tag_prefix: String,
+    /// Web address of the repository for links (default: from `origin`).
+    #[arg(long, value_name = "URL")]
+    pub repository_url: Option<String>,
 }
 
 /// Where the conductor is, and who we are to it (`MAESTRO_TOKEN`).
@@ -213,6 +244,27 @@ pub(crate) struct CanaryControl {
     /// Why (required: audited).
     #[arg(long)]
     pub reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ReleaseCommand {
+    /// The dry run: the next version and its notes (Markdown, or `--json`). Changes
+    /// nothing; exits 1 when nothing since the last release makes a new one.
+    Plan {
+        #[command(flatten)]
+        from: ReleaseFrom,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Puts the next release's notes on top of the changelog (atomically; a version
+    /// already in it is refused).
+    Changelog {
+        #[command(flatten)]
+        from: ReleaseFrom,
+        /// The changelog (relative to the repository).
+        #[arg(long, default_value = "CHANGELOG.md")]
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

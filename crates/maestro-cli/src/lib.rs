@@ -14,6 +14,7 @@ mod cmd_cache;
 mod cmd_deploy;
 mod cmd_migrate;
 mod cmd_policy;
+mod cmd_release;
 mod cmd_repro;
 mod cmd_run;
 mod cmd_runs;
@@ -85,6 +86,7 @@ pub fn main() -> ExitCode {
         Command::Token { command } => cmd_serve::token(&command),
         Command::Api { command } => cmd_serve::api(&command),
         Command::Slo { command } => cmd_slo::slo(&command),
+        Command::Release { command } => cmd_release::release(&command),
         Command::Deploy(a) => cmd_deploy::deploy(&a),
         Command::Rollback(a) => cmd_deploy::rollback(&a),
         Command::Canary { command } => cmd_deploy::canary(&command),
