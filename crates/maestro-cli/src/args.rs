@@ -144,6 +144,40 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: ReleaseCommand,
     },
+    /// Feature flags: the registry (flagd format, with owners, safe defaults, kill
+    /// switches and expiry) checked, listed and evaluated.
+    Flags {
+        #[command(subcommand)]
+        command: FlagsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum FlagsCommand {
+    /// Check the registry: every problem, named by its JSON path.
+    Validate {
+        #[arg(long, short = 'f', default_value = maestro_flags::DEFAULT_PATH)]
+        file: PathBuf,
+    },
+    /// Every flag with its state, safe default, kill variant, owner, risk and expiry.
+    List {
+        #[arg(long, short = 'f', default_value = maestro_flags::DEFAULT_PATH)]
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Days an expired flag warns before it counts as failing.
+        #[arg(long, default_value_t = 14)]
+        grace_days: i64,
+    },
+    /// Evaluate a flag as flagd would, for an evaluation context (JSON object).
+    Eval {
+        key: String,
+        #[arg(long, short = 'f', default_value = maestro_flags::DEFAULT_PATH)]
+        file: PathBuf,
+        /// The evaluation context, e.g. '{"targetingKey": "user-1", "region": "GB-WLS"}'.
+        #[arg(long, default_value = "{}")]
+        context: String,
+    },
 }
 
 /// What a release is computed from.

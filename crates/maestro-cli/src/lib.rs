@@ -12,6 +12,7 @@ mod audit;
 mod cmd_audit;
 mod cmd_cache;
 mod cmd_deploy;
+mod cmd_flags;
 mod cmd_migrate;
 mod cmd_policy;
 mod cmd_release;
@@ -87,6 +88,7 @@ pub fn main() -> ExitCode {
         Command::Api { command } => cmd_serve::api(&command),
         Command::Slo { command } => cmd_slo::slo(&command),
         Command::Release { command } => cmd_release::release(&command),
+        Command::Flags { command } => cmd_flags::flags(&command),
         Command::Deploy(a) => cmd_deploy::deploy(&a),
         Command::Rollback(a) => cmd_deploy::rollback(&a),
         Command::Canary { command } => cmd_deploy::canary(&command),
