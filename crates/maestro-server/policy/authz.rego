@@ -12,7 +12,7 @@ import rego.v1
 
 default allow := false
 
-reads := {"runs.list", "runs.read", "session.read", "audit.read", "deployments.read"}
+reads := {"runs.list", "runs.read", "session.read", "audit.read", "deployments.read", "flags.read", "flags.evaluate"}
 
 writes := {"runs.create", "runs.report"}
 
@@ -22,7 +22,7 @@ writers := {"developer", "operator", "admin"}
 
 # Conductor-wide figures (runs, jobs, cache, request latencies), and deploying and steering
 # canaries (each with a reason, audited): operators and admins.
-operations := {"metrics.read", "deployments.create", "deployments.control"}
+operations := {"metrics.read", "deployments.create", "deployments.control", "flags.kill"}
 
 operators := {"operator", "admin"}
 

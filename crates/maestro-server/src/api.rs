@@ -128,6 +128,20 @@ impl Authorized {
         checked(value)
     }
 
+    /// As [`Authorized::release`], with the answer's own status (a protocol whose errors
+    /// have their own shape: OFREP, Connect).
+    ///
+    /// # Errors
+    /// As [`Authorized::release`].
+    pub fn release_status<T: Serialize>(
+        &self,
+        resource: &Resource,
+        value: T,
+        status: StatusCode,
+    ) -> Result<Checked, ApiError> {
+        self.release(resource, value).map(|c| Checked(c.0, status))
+    }
+
     /// As [`Authorized::release`], answering `201 Created`.
     ///
     /// # Errors
@@ -281,6 +295,51 @@ impl std::fmt::Debug for Endpoint {
 /// Every REST endpoint. Routes outside this table are the [`PUBLIC`] probes and
 /// `/graphql`, whose fields are the rows of [`crate::graphql::FIELDS`].
 pub const ENDPOINTS: &[Endpoint] = &[
+    Endpoint {
+        method: "POST",
+        path: "/ofrep/v1/evaluate/flags/{key}",
+        action: "flags.evaluate",
+        scope: "flags:evaluate",
+        kind: "flag",
+        sensitive: false,
+        handler: crate::flags::ofrep_one,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/ofrep/v1/evaluate/flags",
+        action: "flags.evaluate",
+        scope: "flags:evaluate",
+        kind: "flag",
+        sensitive: false,
+        handler: crate::flags::ofrep_all,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/flagd.evaluation.v1.Service/{method}",
+        action: "flags.evaluate",
+        scope: "flags:evaluate",
+        kind: "flag",
+        sensitive: false,
+        handler: crate::flags::flagd,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/flags",
+        action: "flags.read",
+        scope: "flags:read",
+        kind: "flag",
+        sensitive: false,
+        handler: crate::flags::list,
+    },
+    Endpoint {
+        method: "POST",
+        path: "/api/v1/flags/{key}/{action}",
+        action: "flags.kill",
+        scope: "flags:write",
+        kind: "flag",
+        sensitive: true,
+        handler: crate::flags::kill,
+    },
     Endpoint {
         method: "GET",
         path: "/api/v1/environments/{env}",
@@ -664,7 +723,7 @@ impl Audited {
                 "this conductor has no audit log key (MAESTRO_AUDIT_KEY)",
             ));
         };
-        let target = match path.get("id") {
+        let target = match path.get("id").or_else(|| path.get("key")) {
             Some(id) => format!("{}:{id}", e.kind),
             None => e.kind.to_owned(),
         };
@@ -675,7 +734,7 @@ impl Audited {
             },
             action: e.action.to_owned(),
             target,
-            params: json!({"tenant": auth.actor.tenant, "method": e.method, "path": e.path}),
+            params: json!({"tenant": auth.actor.tenant, "method": e.method, "path": e.path, "args": path}),
             reason: Some(reason),
             result: maestro_audit::Outcome::Started,
             links: maestro_audit::Links::default(),

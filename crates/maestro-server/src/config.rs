@@ -49,6 +49,7 @@ struct File {
     oidc: Vec<crate::oidc::IssuerSettings>,
     #[serde(default)]
     environments: Vec<crate::environments::EnvironmentSettings>,
+    flags: Option<crate::flags::FlagsSettings>,
 }
 
 /// A validated configuration.
@@ -77,6 +78,8 @@ pub struct Config {
     pub span_delay: std::time::Duration,
     /// `[[environments]]`: what this conductor deploys to (process driver).
     pub environments: Vec<crate::environments::EnvConfig>,
+    /// `[flags]`: the feature-flag registry it evaluates.
+    pub flags: Option<std::sync::Arc<crate::flags::FlagsConfig>>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -93,6 +96,8 @@ pub struct Settings {
     pub oidc: Vec<crate::oidc::IssuerSettings>,
     /// `[[environments]]` tables: only a file sets them.
     pub environments: Vec<crate::environments::EnvironmentSettings>,
+    /// `[flags]`: only a file sets it.
+    pub flags: Option<crate::flags::FlagsSettings>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -131,6 +136,7 @@ impl Settings {
             remote_run_timeout_seconds: f.remote_run_timeout_seconds,
             oidc: f.oidc,
             environments: f.environments,
+            flags: f.flags,
             base: Some(base.to_path_buf()),
         })
     }
@@ -157,6 +163,7 @@ impl Settings {
             } else {
                 over.environments
             },
+            flags: over.flags.or(self.flags),
             base: over.base.or(self.base),
         }
     }
@@ -259,8 +266,13 @@ impl Settings {
             }
             environments.push(env);
         }
+        let flags = self
+            .flags
+            .map(|f| f.validate(&base).map(std::sync::Arc::new))
+            .transpose()?;
         Ok(Config {
             environments,
+            flags,
             listen,
             database,
             mode,

@@ -14,6 +14,7 @@ pub mod config;
 pub mod console;
 pub mod coverage;
 pub mod environments;
+pub mod flags;
 pub mod graphql;
 pub mod log;
 pub mod matrix;
@@ -80,6 +81,8 @@ pub struct AppState {
     pub audit_key: Option<Arc<maestro_audit::LogKey>>,
     /// Where request spans go, once [`serve`] started the exporter (when configured).
     pub spans: std::sync::OnceLock<tracing::Spans>,
+    /// The feature-flag registry it evaluates (`[flags]`), with its kill switches.
+    pub flags: Option<Arc<flags::FlagsConfig>>,
     /// The environments this conductor runs, opened by [`serve`].
     pub environments: std::sync::OnceLock<environments::Environments>,
     environment_configs: Vec<environments::EnvConfig>,
@@ -134,6 +137,7 @@ impl AppState {
             spans: std::sync::OnceLock::new(),
             environments: std::sync::OnceLock::new(),
             environment_configs: config.environments.clone(),
+            flags: config.flags.clone(),
             exporter: config.exporter.clone(),
             span_delay: config.span_delay,
         }))
@@ -227,10 +231,17 @@ pub async fn serve(
                 .await?;
         let _ = state.environments.set(envs);
     }
+    let kills = state
+        .flags
+        .clone()
+        .map(|cfg| tokio::spawn(flags::refresh(Arc::clone(&state), cfg)));
     let served = axum::serve(listener, api::router(Arc::clone(&state)))
         .with_graceful_shutdown(shutdown)
         .await;
     reaper.abort();
+    if let Some(k) = kills {
+        k.abort();
+    }
     if let Some(envs) = state.environments.get() {
         envs.shutdown(&state).await;
     }

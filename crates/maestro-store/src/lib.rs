@@ -307,6 +307,16 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn run_deployments(&mut self, run_id: i64) -> Result<Vec<DeploymentRow>, StoreError>;
+    /// Sets a flag's kill switch (killed or restored), with who and why.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn flag_kill_set(&mut self, row: &FlagKillRow) -> Result<(), StoreError>;
+    /// Every flag's kill switch as last set.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn flag_kills(&mut self) -> Result<Vec<FlagKillRow>, StoreError>;
     /// An environment's stable release.
     ///
     /// # Errors

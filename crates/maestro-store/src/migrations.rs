@@ -208,6 +208,17 @@ pub(crate) const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     );
     ",
+    // 10: feature-flag kill switches — which flags of the registry are killed, by whom and
+    // why (the registry itself is a file in the repository).
+    r"
+    CREATE TABLE flag_kills (
+        key TEXT PRIMARY KEY,
+        killed INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    ",
 ];
 
 /// The same migrations for PostgreSQL: `BIGINT` for SQLite's 64-bit `INTEGER`, identity
@@ -401,6 +412,17 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
         artifact TEXT NOT NULL,
         release_dir TEXT NOT NULL,
         deployment_id BIGINT,
+        updated_at BIGINT NOT NULL
+    );
+    ",
+    // 10: feature-flag kill switches — which flags of the registry are killed, by whom and
+    // why (the registry itself is a file in the repository).
+    r"
+    CREATE TABLE flag_kills (
+        key TEXT PRIMARY KEY,
+        killed BOOLEAN NOT NULL,
+        actor TEXT NOT NULL,
+        reason TEXT NOT NULL,
         updated_at BIGINT NOT NULL
     );
     ",

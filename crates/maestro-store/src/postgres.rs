@@ -11,9 +11,9 @@ use crate::migrations::PG_MIGRATIONS;
 use crate::pg::Prepared;
 use crate::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, DeploymentRefusal,
-    DeploymentRow, EnvironmentRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun, Report,
-    ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow,
-    TokenRow, WaiverUseRow, list_of, list_text,
+    DeploymentRow, EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment,
+    NewRun, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store,
+    StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -1055,6 +1055,34 @@ impl Store for PgStore {
                 deployment_id: r.get(4),
                 updated_at_ms: r.get(5),
             }))
+    }
+
+    fn flag_kill_set(&mut self, row: &FlagKillRow) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO flag_kills (key, killed, actor, reason, updated_at) VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (key) DO UPDATE SET killed = excluded.killed, actor = excluded.actor,
+               reason = excluded.reason, updated_at = excluded.updated_at",
+            &[&row.key, &row.killed, &row.actor, &row.reason, &row.updated_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn flag_kills(&mut self) -> Result<Vec<FlagKillRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT key, killed, actor, reason, updated_at FROM flag_kills ORDER BY key",
+                &[],
+            )?
+            .iter()
+            .map(|r| FlagKillRow {
+                key: r.get(0),
+                killed: r.get(1),
+                actor: r.get(2),
+                reason: r.get(3),
+                updated_at_ms: r.get(4),
+            })
+            .collect())
     }
 
     fn environment_set(&mut self, e: &EnvironmentRow) -> Result<(), StoreError> {

@@ -419,3 +419,13 @@ pub enum DeploymentRefusal {
     /// runs the environment now, and this late write changes nothing.
     Fenced,
 }
+
+/// A flag's kill switch as set by hand.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagKillRow {
+    pub key: String,
+    pub killed: bool,
+    pub actor: String,
+    pub reason: String,
+    pub updated_at_ms: i64,
+}

@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::migrations::MIGRATIONS;
 use crate::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, DeploymentRefusal, DeploymentRow,
-    EnvironmentRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun, Report, ReportOutcome,
-    ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow, TokenRow,
-    WaiverUseRow, list_of, list_text,
+    EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun, Report,
+    ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow,
+    TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// The embedded store.
@@ -1004,6 +1004,32 @@ impl Store for SqliteStore {
             "SELECT {DEPLOYMENT_COLS} FROM deployments WHERE run_id = ?1 ORDER BY id"
         ))?;
         let rows = stmt.query_map([run_id], deployment_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    fn flag_kill_set(&mut self, row: &FlagKillRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO flag_kills (key, killed, actor, reason, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (key) DO UPDATE SET killed = excluded.killed, actor = excluded.actor,
+               reason = excluded.reason, updated_at = excluded.updated_at",
+            params![row.key, row.killed, row.actor, row.reason, row.updated_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn flag_kills(&mut self) -> Result<Vec<FlagKillRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT key, killed, actor, reason, updated_at FROM flag_kills ORDER BY key",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(FlagKillRow {
+                key: r.get(0)?,
+                killed: r.get(1)?,
+                actor: r.get(2)?,
+                reason: r.get(3)?,
+                updated_at_ms: r.get(4)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 

@@ -6,8 +6,8 @@
 use maestro_store::pg::Throwaway;
 use maestro_store::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, DeploymentRefusal, EnvironmentRow,
-    JobLog, JobRow, NewDeployment, NewRun, PgStore, Report, ReportOutcome, ReproRow, RunStatus,
-    SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
+    FlagKillRow, JobLog, JobRow, NewDeployment, NewRun, PgStore, Report, ReportOutcome, ReproRow,
+    RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
 };
 
 /// Where a test's store lives; `open` opens it again (a new connection, as a restarted
@@ -217,7 +217,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 9);
+    assert_eq!(fx.schema_version(), 10);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(
@@ -537,6 +537,16 @@ a_newer_schema_is_refused(fx) {
     fx.bump_schema(99);
     let err = maestro_store::open(&fx.location()).expect_err("too new");
     assert!(err.to_string().contains("newer than this Maestro"), "{err}");
+}
+
+flag_kill_switches_are_set_and_restored_with_who_and_why(fx) {
+    let mut s = fx.open();
+    assert!(s.flag_kills().expect("list").is_empty());
+    let row = |killed: bool, at: i64| FlagKillRow { key: "welsh-greetings".into(), killed, actor: "user:ops".into(), reason: format!("at {at}"), updated_at_ms: at };
+    s.flag_kill_set(&row(true, 1_000)).expect("kill");
+    s.flag_kill_set(&FlagKillRow { key: "banner".into(), ..row(true, 1_100) }).expect("kill another");
+    s.flag_kill_set(&row(false, 2_000)).expect("restore");
+    assert_eq!(s.flag_kills().expect("list"), [FlagKillRow { key: "banner".into(), ..row(true, 1_100) }, row(false, 2_000)]);
 }
 
 repro_checks_attach_to_their_run(fx) {
