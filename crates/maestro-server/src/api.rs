@@ -24,6 +24,17 @@ use crate::authz::Resource;
 #[derive(Debug)]
 pub struct Checked(Body, StatusCode);
 
+impl Checked {
+    /// The JSON answer, if it is one (the console renders what the API answered).
+    #[must_use]
+    pub fn json(&self) -> Option<&Value> {
+        match &self.0 {
+            Body::Json(v) => Some(v),
+            Body::Metrics(_) => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Body {
     Json(Value),

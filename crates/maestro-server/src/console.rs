@@ -62,10 +62,8 @@ pub fn routes() -> Router<Arc<AppState>> {
             "/console/canaries/{id}",
             get(canary_page).post(canary_control),
         )
-        .route(
-            "/console/flags",
-            get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Feature flags", 8)),
-        )
+        .route("/console/flags", get(flags_page))
+        .route("/console/flags/{key}", post(flag_control))
 }
 
 /// Headers every console answer carries: no framing, no sniffing, only our own
@@ -680,14 +678,152 @@ fn figure(v: &Value) -> String {
     }
 }
 
+/// `/console/flags`: every flag with its owner, state, safe default, kill switch and
+/// expiry (the `GET /api/v1/flags` answer, as the signed-in user), with Kill and Restore
+/// buttons for those who may.
+async fn flags_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let answer = api::dispatch_as(
+        Arc::clone(&state),
+        actor.clone(),
+        "GET",
+        "/api/v1/flags",
+        std::collections::HashMap::new(),
+        json!({}),
+        "",
+    )
+    .await;
+    let data = match answer {
+        Ok(c) => c.json().cloned().unwrap_or_default(),
+        Err(e) if e.code == "no_flags" => json!({"flags": []}),
+        Err(e) => return failure(Some(&actor), &e),
+    };
+    let flags = data["flags"].as_array().cloned().unwrap_or_default();
+    page(
+        StatusCode::OK,
+        "Feature flags",
+        Some(&actor),
+        &html! {
+            h1 { "Feature flags" }
+            @if flags.is_empty() {
+                p.empty { "No flag registry: set " code { "[flags] file" } " in the conductor's configuration (docs/flags.md)." }
+            } @else {
+                p { "From " code { (text(&data["file"])) } "." }
+                table #flags {
+                    thead { tr { th { "Flag" } th { "State" } th { "Owner" } th { "Risk" } th { "Safe default" } th { "Kill variant" } th { "Expires" } th { "Kill switch" } } }
+                    tbody {
+                        @for f in &flags {
+                            tr class={ "flag" @if f["killed"] == true { " flag-killed" } } data-flag=(text(&f["key"])) {
+                                td { code { (text(&f["key"])) } @if !f["description"].is_null() { br; small { (text(&f["description"])) } } }
+                                td { @if f["killed"] == true { span.badge.failed { "killed" } } @else if f["enabled"] == true { span.badge.succeeded { "enabled" } } @else { span.badge { "disabled" } } }
+                                td { (text(&f["owner"])) }
+                                td { (text(&f["risk"])) }
+                                td { code { (text(&f["default_variant"])) } }
+                                td { code { (text(&f["kill_variant"])) } }
+                                td { (text(&f["expires"])) @if f["expiry"]["status"] != "live" { " " span.badge.failed { "expired" } } }
+                                td {
+                                    @if !f["kill_switch"].is_null() {
+                                        small { (text(&f["kill_switch"]["actor"])) ": " (text(&f["kill_switch"]["reason"])) } br;
+                                    }
+                                    form.flag-control method="post" action={ "/console/flags/" (text(&f["key"])) } {
+                                        input type="text" name="reason" required maxlength="1024" placeholder="reason (audited)";
+                                        @if f["killed"] == true {
+                                            button type="submit" name="action" value="restore" { "Restore" }
+                                        } @else {
+                                            button.danger type="submit" name="action" value="kill" { "Kill" }
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// Refuses a form posted from another origin (the session cookie is `SameSite=Strict`
+/// too).
+fn cross_origin(headers: &HeaderMap) -> Option<ApiError> {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok())?;
+    let same =
+        host.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
+    (!same).then(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!("a form from {origin} may not change anything here"),
+        )
+    })
+}
+
+/// A console form's action: signed in, same origin, then the REST endpoint `template`
+/// with `path` as the signed-in user (its scope, policy, reason and audit entries), and
+/// back to `back`.
+async fn submit(
+    state: &Arc<AppState>,
+    headers: &HeaderMap,
+    template: &str,
+    path: std::collections::HashMap<String, String>,
+    reason: &str,
+    back: &str,
+) -> Response {
+    let actor = match signed_in(state, headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    if let Some(e) = cross_origin(headers) {
+        return failure(Some(&actor), &e);
+    }
+    match api::dispatch_as(
+        Arc::clone(state),
+        actor.clone(),
+        "POST",
+        template,
+        path,
+        json!({}),
+        reason,
+    )
+    .await
+    {
+        Ok(_) => hardened(Redirect::to(back).into_response()),
+        Err(e) => failure(Some(&actor), &e),
+    }
+}
+
 #[derive(Debug, Deserialize)]
 struct ControlForm {
     action: String,
     reason: String,
 }
 
-/// `POST /console/canaries/{id}`: pause, resume, promote or abort, as the signed-in user —
-/// the REST endpoint's scope, policy and audit entries. The session cookie is
+/// `POST /console/flags/{key}`: kill or restore.
+async fn flag_control(
+    State(state): State<Arc<AppState>>,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    Form(f): Form<ControlForm>,
+) -> Response {
+    let path = [("key".to_owned(), key), ("action".to_owned(), f.action)]
+        .into_iter()
+        .collect();
+    submit(
+        &state,
+        &headers,
+        "/api/v1/flags/{key}/{action}",
+        path,
+        &f.reason,
+        "/console/flags",
+    )
+    .await
+}
+
+/// `POST /console/canaries/{id}`: pause, resume, promote or abort. The session cookie is
 /// `SameSite=Strict`, and a request whose `Origin` is another site is refused as well.
 async fn canary_control(
     State(state): State<Arc<AppState>>,
@@ -695,56 +831,19 @@ async fn canary_control(
     headers: HeaderMap,
     Form(f): Form<ControlForm>,
 ) -> Response {
-    let actor = match signed_in(&state, &headers).await {
-        Ok(a) => a,
-        Err(r) => return r,
-    };
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
-    if let Some(o) = origin {
-        let same = host.is_some_and(|h| o == format!("http://{h}") || o == format!("https://{h}"));
-        if !same {
-            return failure(
-                Some(&actor),
-                &ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "cross_origin",
-                    format!("a form from {o} may not steer a deployment"),
-                ),
-            );
-        }
-    }
-    if !matches!(f.action.as_str(), "pause" | "resume" | "promote" | "abort") {
-        return failure(
-            Some(&actor),
-            &api::bad_request(format!(
-                "`{}` is not pause, resume, promote or abort",
-                f.action
-            )),
-        );
-    }
-    let path = [
-        ("id".to_owned(), id.clone()),
-        ("action".to_owned(), f.action),
-    ]
-    .into_iter()
-    .collect();
-    match api::dispatch_as(
-        Arc::clone(&state),
-        actor.clone(),
-        "POST",
+    let back = format!("/console/canaries/{}", urlencode_id(&id));
+    let path = [("id".to_owned(), id), ("action".to_owned(), f.action)]
+        .into_iter()
+        .collect();
+    submit(
+        &state,
+        &headers,
         "/api/v1/deployments/{id}/{action}",
         path,
-        json!({}),
         &f.reason,
+        &back,
     )
     .await
-    {
-        Ok(_) => hardened(
-            Redirect::to(&format!("/console/canaries/{}", urlencode_id(&id))).into_response(),
-        ),
-        Err(e) => failure(Some(&actor), &e),
-    }
 }
 
 /// A deployment id for a redirect: digits only.

@@ -133,6 +133,35 @@ ofrep_and_flagd_evaluate_and_the_kill_switch_is_audited(b) {
     let (_, r) = s.post("/ofrep/v1/evaluate/flags/welsh-greetings", Some(&app), &wales);
     assert_eq!(r["reason"], "TARGETING_MATCH", "{r}");
 
+    // The console shows every flag with its owner and kills one as the signed-in user.
+    let console = |method: &str, path: &str, form: Option<&str>| {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let url = format!("{}{path}", s.base);
+        let cookie = format!("maestro_session={ops}");
+        let mut resp = match (method, form) {
+            ("POST", Some(f)) => agent
+                .post(&url)
+                .header("Cookie", &cookie)
+                .header("Content-Type", "application/x-www-form-urlencoded")
+                .send(f.to_owned()),
+            _ => agent.get(&url).header("Cookie", &cookie).call(),
+        }
+        .expect("console");
+        (resp.status().as_u16(), resp.body_mut().read_to_string().unwrap_or_default())
+    };
+    let (status, page) = console("GET", "/console/flags", None);
+    assert_eq!(status, 200, "{page}");
+    assert!(page.contains("data-flag=\"welsh-greetings\"") && page.contains("team-greetings"), "{page}");
+    let (status, _) = console("POST", "/console/flags/greeting-punctuation", Some("action=kill&reason=too+loud"));
+    assert_eq!(status, 303);
+    let (_, page) = console("GET", "/console/flags", None);
+    assert!(page.contains("flag flag-killed\" data-flag=\"greeting-punctuation\""), "{page}");
+    assert!(page.contains("user:operator: too loud"), "{page}");
+
     // Both changes are in the audit log, before and after, with the reason.
     let mut log = if s.location.starts_with("postgres://") {
         maestro_audit::Log::open_postgres(&s.location)
@@ -142,7 +171,7 @@ ofrep_and_flagd_evaluate_and_the_kill_switch_is_audited(b) {
     .expect("log");
     let mut all = log.list(&maestro_audit::Query { limit: 100, ..maestro_audit::Query::default() }).expect("list");
     all.sort_by_key(|e| e.index);
-    let kills: Vec<&maestro_audit::Entry> = all.iter().filter(|e| e.action == "flags.kill").collect();
+    let kills: Vec<&maestro_audit::Entry> = all.iter().filter(|e| e.action == "flags.kill" && e.target == "flag:welsh-greetings").collect();
     assert_eq!(kills.len(), 4, "started and succeeded, twice: {kills:#?}");
     assert!(kills.iter().all(|e| e.reason.as_deref() == Some(WHY.1) && e.target == "flag:welsh-greetings"), "{kills:#?}");
     let actions: Vec<&str> = kills.iter().filter_map(|e| e.params["args"]["action"].as_str()).collect();
