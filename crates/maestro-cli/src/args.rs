@@ -169,6 +169,29 @@ pub(crate) enum FlagsCommand {
         #[arg(long, default_value_t = 14)]
         grace_days: i64,
     },
+    /// The flag lint, a pipeline gate: changes to risky paths (`--risky` globs, or files
+    /// marked `maestro:risky`) since BASE must reference a registered flag; flags past
+    /// their expiry warn for `--grace-days`, then fail. Exit 1 on a failure.
+    Lint {
+        #[arg(long, short = 'f', default_value = maestro_flags::DEFAULT_PATH)]
+        file: PathBuf,
+        /// The repository.
+        #[arg(long, short = 'C', default_value = ".")]
+        repo: PathBuf,
+        /// Compare with this revision's merge base (the target branch of a PR).
+        #[arg(long, env = "MAESTRO_BASE", default_value = "HEAD~1")]
+        base: String,
+        /// A risky path glob (repeatable), e.g. 'app/payments/**'.
+        #[arg(long = "risky", value_name = "GLOB")]
+        risky: Vec<String>,
+        /// A file containing this text is risky wherever it is.
+        #[arg(long, default_value = "maestro:risky")]
+        annotation: String,
+        #[arg(long, default_value_t = 14)]
+        grace_days: i64,
+        #[arg(long)]
+        json: bool,
+    },
     /// Evaluate a flag as flagd would, for an evaluation context (JSON object).
     Eval {
         key: String,

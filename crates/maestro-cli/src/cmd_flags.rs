@@ -19,6 +19,71 @@ pub(crate) fn flags(command: &FlagsCommand) -> Result<u8, Failure> {
             json,
             grace_days,
         } => list(&load(file)?, *json, *grace_days),
+        FlagsCommand::Lint {
+            file,
+            repo,
+            base,
+            risky,
+            annotation,
+            grace_days,
+            json,
+        } => {
+            let registry_path = if file.is_relative() {
+                repo.join(file)
+            } else {
+                file.clone()
+            };
+            let r = load(&registry_path)?;
+            let config = maestro_flags::lint::LintConfig {
+                risky: risky.clone(),
+                annotation: annotation.clone(),
+                grace_days: *grace_days,
+            };
+            let found = maestro_flags::lint::lint(
+                repo,
+                base,
+                &r,
+                &config,
+                jiff::Zoned::now().date(),
+            )
+            .map_err(|e| {
+                Failure::usage(
+                    e.to_string(),
+                    "run it in the repository (-C DIR) with a base it has (--base origin/main)",
+                )
+            })?;
+            let failed = found
+                .iter()
+                .any(|f| f.level == maestro_flags::lint::Level::Failure);
+            if *json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(
+                        &serde_json::json!({"passed": !failed, "findings": found})
+                    )
+                    .unwrap_or_default()
+                );
+            } else {
+                for f in &found {
+                    let level = match f.level {
+                        maestro_flags::lint::Level::Warning => "warning",
+                        maestro_flags::lint::Level::Failure => "error",
+                    };
+                    match (&f.file, f.line) {
+                        (Some(file), Some(line)) => {
+                            println!("{file}:{line}: {level}: {}", f.message)
+                        }
+                        _ => println!("{}: {level}: {}", registry_path.display(), f.message),
+                    }
+                }
+                eprintln!(
+                    "flag lint: {} ({} finding(s) since {base})",
+                    if failed { "failed" } else { "passed" },
+                    found.len()
+                );
+            }
+            Ok(if failed { PIPELINE_FAILED } else { OK })
+        }
         FlagsCommand::Eval { key, file, context } => {
             let r = load(file)?;
             let ctx: serde_json::Value = serde_json::from_str(context).map_err(|e| {

@@ -6,6 +6,7 @@
 //! (and `starts_with`, `ends_with`), `$flagd.flagKey` and `$flagd.timestamp` in the context,
 //! OpenFeature reasons and error codes.
 
+pub mod lint;
 mod ops;
 
 use std::collections::BTreeMap;

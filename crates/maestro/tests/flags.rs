@@ -78,3 +78,48 @@ fn a_broken_registry_names_every_problem() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out).contains("nope.json"), "{}", text(&out));
 }
+
+#[test]
+fn the_flag_lint_gates_a_pipeline() {
+    let repo = Repo::new();
+    repo.git(&["init", "-q", "-b", "main"]);
+    repo.write(
+        "admin/feature-flags/flags.json",
+        r#"{"flags": {"new-checkout": {"state": "ENABLED", "variants": {"on": true, "off": false},
+            "defaultVariant": "off", "metadata": {"owner": "team-pay"}}}}"#,
+    );
+    repo.write("app/payments/charge.py", "def charge():\n    return 1\n");
+    repo.write(
+        "maestro.yaml",
+        "version: 1\njobs:\n  flag-lint:\n    gate: lint\n    run: '\"$MAESTRO_EXE\" flags lint --base HEAD~1 --risky \"app/payments/**\"'\n",
+    );
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "base"]);
+
+    repo.write("app/payments/charge.py", "def charge():\n    return 2\n");
+    repo.git(&["commit", "-q", "-am", "fix: charge two"]);
+    let out = repo.run(&["flags", "lint", "--risky", "app/payments/**"]);
+    let shown = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(
+        shown.contains("app/payments/charge.py:2: error: 1 changed line(s) on a risky path reference no registered flag"),
+        "{shown}"
+    );
+    let (code, run) = repo.maestro_run(&[]);
+    assert_eq!(code, 1, "the lint gate fails the pipeline: {run}");
+
+    repo.write(
+        "app/payments/charge.py",
+        "def charge():\n    if flags.on(\"new-checkout\"):\n        return 3\n    return 2\n",
+    );
+    repo.git(&[
+        "commit",
+        "-q",
+        "-am",
+        "feat: charge three behind new-checkout",
+    ]);
+    let out = repo.run(&["flags", "lint", "--risky", "app/payments/**", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let (code, run) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{run}");
+}
