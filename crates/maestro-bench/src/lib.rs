@@ -134,6 +134,16 @@ impl Wrk {
         self.run(&[url.to_owned()])
     }
 
+    /// A closed-loop run sending what `script` says (a POST with a body, say).
+    #[must_use]
+    pub fn scripted(&self, url: &str, script: &Script) -> Load {
+        self.run(&[
+            "-s".to_owned(),
+            script.path.display().to_string(),
+            url.to_owned(),
+        ])
+    }
+
     /// `rate` requests/s in all, spread over the connections.
     #[must_use]
     pub fn paced(&self, url: &str, rate: u32, script: &Script) -> Load {
@@ -204,9 +214,27 @@ impl Script {
     /// When no temporary directory can be written (a benchmark has nothing to do then).
     #[must_use]
     pub fn paced() -> Script {
+        Script::with(PACED_LUA)
+    }
+
+    /// POSTs `body` as JSON on every request: back to back (for [`Wrk::scripted`]), or
+    /// `paced` like [`Script::paced`] (for [`Wrk::paced`]).
+    ///
+    /// # Panics
+    /// As [`Script::paced`].
+    #[must_use]
+    pub fn post_json(body: &str, paced: bool) -> Script {
+        let quoted = body.replace('\\', "\\\\").replace('"', "\\\"");
+        Script::with(&format!(
+            "{}\nwrk.method = \"POST\"\nwrk.body = \"{quoted}\"\nwrk.headers[\"Content-Type\"] = \"application/json\"\n",
+            if paced { PACED_LUA } else { "" }
+        ))
+    }
+
+    fn with(lua: &str) -> Script {
         let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("paced.lua");
-        std::fs::write(&path, PACED_LUA).expect("write the pacing script");
+        let path = dir.path().join("script.lua");
+        std::fs::write(&path, lua).expect("write the wrk script");
         Script { _dir: dir, path }
     }
 }
