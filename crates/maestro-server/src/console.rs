@@ -718,12 +718,12 @@ async fn flags_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
                         @for f in &flags {
                             tr class={ "flag" @if f["killed"] == true { " flag-killed" } } data-flag=(text(&f["key"])) {
                                 td { code { (text(&f["key"])) } @if !f["description"].is_null() { br; small { (text(&f["description"])) } } }
-                                td { @if f["killed"] == true { span.badge.failed { "killed" } } @else if f["enabled"] == true { span.badge.succeeded { "enabled" } } @else { span.badge { "disabled" } } }
+                                td { @if f["killed"] == true { (status_badge(&json!("killed"))) } @else if f["enabled"] == true { (status_badge(&json!("enabled"))) } @else { (status_badge(&json!("disabled"))) } }
                                 td { (text(&f["owner"])) }
                                 td { (text(&f["risk"])) }
                                 td { code { (text(&f["default_variant"])) } }
                                 td { code { (text(&f["kill_variant"])) } }
-                                td { (text(&f["expires"])) @if f["expiry"]["status"] != "live" { " " span.badge.failed { "expired" } } }
+                                td.nowrap { (text(&f["expires"])) @if f["expiry"]["status"] != "live" { " " (status_badge(&json!("expired"))) } }
                                 td {
                                     @if !f["kill_switch"].is_null() {
                                         small { (text(&f["kill_switch"]["actor"])) ": " (text(&f["kill_switch"]["reason"])) } br;
