@@ -220,9 +220,13 @@ pub(crate) struct ReleaseFrom {
     /// `breaking-change`/`breaking` make it breaking.
     #[arg(long, value_name = "FILE")]
     pub labels: Option<PathBuf>,
-    /// Release tags are PREFIX + version.
-    #[arg(long, default_value = "v")]
-    pub tag_prefix: String,
+    /// Release tags are PREFIX + version (default: `release.tag-prefix`, else `v`).
+    #[arg(long)]
+    pub tag_prefix: Option<String>,
+    /// The pipeline whose `release:` block configures versions and notes (default:
+    /// `maestro.yaml` in the repository, when there is one).
+    #[arg(long, value_name = "FILE")]
+    pub pipeline: Option<PathBuf>,
     /// Web address of the repository for links (default: from `origin`).
     #[arg(long, value_name = "URL")]
     pub repository_url: Option<String>,

@@ -242,15 +242,7 @@ fn fmt(paths: &[std::path::PathBuf], write: bool, rego_v0: bool) -> Result<u8, F
 
 /// The pipeline file, validated, as the documented policy input.
 fn pipeline_input(file: &std::path::Path) -> Result<maestro_policy::Input, Failure> {
-    let p = maestro_spec::load_pipeline(file).map_err(|errs| {
-        for d in &errs.0 {
-            eprintln!("{:?}", miette::Report::new(d.clone()));
-        }
-        Failure::usage(
-            format!("{}: {} problem(s)", file.display(), errs.0.len()),
-            "fix the pipeline file first: `maestro validate` shows the same diagnostics",
-        )
-    })?;
+    let p = crate::cmd_run::load_file(file)?;
     let value = maestro_policy::to_value(&p.policy_input())
         .map_err(|e| Failure::usage(e, "report this as a bug"))?;
     Ok(maestro_policy::Input {

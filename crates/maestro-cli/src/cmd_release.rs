@@ -21,11 +21,7 @@ fn compute(from: &ReleaseFrom) -> Result<maestro_release::Plan, Failure> {
         })?,
         None => maestro_release::Labels::new(),
     };
-    let config = maestro_release::ReleaseConfig {
-        tag_prefix: from.tag_prefix.clone(),
-        repository_url: from.repository_url.clone(),
-        ..maestro_release::ReleaseConfig::default()
-    };
+    let config = config(from)?;
     let today = jiff::Timestamp::now().strftime("%Y-%m-%d").to_string();
     maestro_release::plan(
         &from.repo,
@@ -42,6 +38,57 @@ fn compute(from: &ReleaseFrom) -> Result<maestro_release::Plan, Failure> {
         ),
         other => Failure::usage(other.to_string(), "see docs/release.md"),
     })
+}
+
+/// The pipeline's `release:` block over the defaults, then the flags over it.
+fn config(from: &ReleaseFrom) -> Result<maestro_release::ReleaseConfig, Failure> {
+    let mut c = maestro_release::ReleaseConfig::default();
+    let path = match &from.pipeline {
+        Some(p) => Some(p.clone()),
+        None => Some(from.repo.join("maestro.yaml")).filter(|p| p.is_file()),
+    };
+    if let Some(path) = path {
+        let pipeline = crate::cmd_run::load_file(&path)?;
+        if let Some(r) = pipeline.release {
+            if let Some(v) = r.tag_prefix {
+                c.tag_prefix = v;
+            }
+            if let Some(v) = r.initial_version {
+                c.initial_version = v;
+            }
+            if let Some(v) = r.breaking_bumps_major_before_1 {
+                c.breaking_bumps_major_before_1 = v;
+            }
+            if let Some(groups) = r.groups {
+                c.groups = groups
+                    .into_iter()
+                    .map(|g| maestro_release::Group {
+                        title: g.title,
+                        types: g.types,
+                    })
+                    .collect();
+            }
+            if let Some(v) = r.patch_types {
+                c.patch_types = v;
+            }
+            if let Some(v) = r.skip_labels {
+                c.skip_labels = v;
+            }
+            if let Some(v) = r.breaking_labels {
+                c.breaking_labels = v;
+            }
+            if r.repository_url.is_some() {
+                c.repository_url = r.repository_url;
+            }
+        }
+    }
+    if let Some(v) = &from.tag_prefix {
+        c.tag_prefix.clone_from(v);
+    }
+    if from.repository_url.is_some() {
+        c.repository_url.clone_from(&from.repository_url);
+    }
+    Ok(c)
 }
 
 fn nothing(p: &maestro_release::Plan) -> String {

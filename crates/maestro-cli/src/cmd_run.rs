@@ -15,12 +15,17 @@ use crate::settings::{self, Output};
 /// Loads the pipeline, printing every diagnostic on failure.
 pub(crate) fn load(paths: &settings::Paths) -> Result<Pipeline, Failure> {
     settings::require_file(&paths.file)?;
-    maestro_spec::load_pipeline(&paths.file).map_err(|errs| {
+    load_file(&paths.file)
+}
+
+/// Loads the pipeline at `file`, printing every diagnostic (with its source) on failure.
+pub(crate) fn load_file(file: &std::path::Path) -> Result<Pipeline, Failure> {
+    maestro_spec::load_pipeline(file).map_err(|errs| {
         for d in &errs.0 {
             eprintln!("{:?}", miette::Report::new(d.clone()));
         }
         Failure::usage(
-            format!("{} has {} problem(s)", paths.file.display(), errs.0.len()),
+            format!("{} has {} problem(s)", file.display(), errs.0.len()),
             "fix the problems above; `maestro validate` checks the file without running anything",
         )
     })

@@ -89,6 +89,8 @@ pub struct Pipeline {
     /// Host variables passed through to jobs.
     pub pass_env: Vec<String>,
     pub trust: Trust,
+    /// `release:` as written (checked for shape; `maestro release` applies it).
+    pub release: Option<crate::raw::RawRelease>,
     pub graph: Graph,
 }
 

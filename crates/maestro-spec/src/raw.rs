@@ -127,6 +127,9 @@ pub struct RawPipeline {
     /// provenance and SBOM, and what the provenance must say.
     #[serde(default)]
     pub trust: Option<At<RawTrust>>,
+    /// How `maestro release` makes versions and notes from Conventional Commits.
+    #[serde(default)]
+    pub release: Option<RawRelease>,
     /// The jobs, by name.
     pub jobs: OrderedMap<At<RawJob>>,
 }
@@ -146,6 +149,48 @@ pub struct RawTrust {
     /// The provenance must name this source repository (e.g. `github.com/acme/app`).
     #[serde(default)]
     pub source_uri: Option<String>,
+}
+
+/// `release:`: versions and release notes (every field optional; the defaults are
+/// git-cliff's and release-please's usual ones).
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(rename = "Release")]
+pub struct RawRelease {
+    /// Release tags are this prefix and the version (default `v`).
+    #[serde(default)]
+    pub tag_prefix: Option<String>,
+    /// The first release's version (default `0.1.0`).
+    #[serde(default)]
+    pub initial_version: Option<String>,
+    /// Before 1.0.0 a breaking change bumps minor, unless this is true.
+    #[serde(default)]
+    pub breaking_bumps_major_before_1: Option<bool>,
+    /// The notes' sections in order: a title and the commit types it collects (default:
+    /// Features feat, Bug fixes fix, Performance perf, Reverts revert).
+    #[serde(default)]
+    pub groups: Option<Vec<RawReleaseGroup>>,
+    /// Commit types that make a patch release (default `fix`, `perf`).
+    #[serde(default)]
+    pub patch_types: Option<Vec<String>>,
+    /// PR labels that leave a change out (default `skip-changelog`, `no-changelog`).
+    #[serde(default)]
+    pub skip_labels: Option<Vec<String>>,
+    /// PR labels that make a change breaking (default `breaking-change`, `breaking`).
+    #[serde(default)]
+    pub breaking_labels: Option<Vec<String>>,
+    /// The repository's web address for links (default: from `origin`).
+    #[serde(default)]
+    pub repository_url: Option<String>,
+}
+
+/// One section of the release notes.
+#[derive(Debug, Default, Clone, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[schemars(rename = "ReleaseGroup")]
+pub struct RawReleaseGroup {
+    pub title: String,
+    pub types: Vec<String>,
 }
 
 /// One job of a pipeline, or the job template of a module.

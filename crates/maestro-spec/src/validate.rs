@@ -177,6 +177,7 @@ pub fn validate(
         file: source.path.clone(),
         pass_env,
         trust,
+        release: raw.release,
         graph: graph.expect("graph is Some when there are no diagnostics"),
     })
 }

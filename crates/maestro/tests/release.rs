@@ -86,3 +86,41 @@ fn plan_is_a_dry_run_and_the_changelog_takes_each_release_once() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("git repository"), "{}", text(&out));
 }
+
+#[test]
+fn the_pipeline_release_block_configures_tags_sections_and_links() {
+    let repo = Repo::new();
+    repo.git(&["init", "-q", "-b", "main"]);
+    repo.write(
+        "maestro.yaml",
+        "version: 1\nrelease:\n  tag-prefix: release-\n  repository-url: https://git.example.com/acme/hello\n  groups:\n    - title: New\n      types: [feat]\n    - title: Docs\n      types: [docs]\n  patch-types: [fix, docs]\njobs:\n  build:\n    run: echo built\n",
+    );
+    commit(&repo, "a", "feat: greet");
+    repo.git(&["tag", "release-1.0.0"]);
+    repo.git(&["tag", "v9.9.9"]);
+    commit(&repo, "b", "docs: how to greet");
+    let plan = repo.json(&["release", "plan", "--json"]);
+    assert_eq!(plan["version"], "1.0.1", "docs make a patch here: {plan}");
+    assert_eq!(plan["tag"], "release-1.0.1");
+    assert_eq!(
+        plan["previous"], "release-1.0.0",
+        "v9.9.9 is not one of this prefix"
+    );
+    let md = plan["markdown"].as_str().expect("markdown");
+    assert!(md.contains("### Docs\n\n- how to greet"), "{md}");
+    assert!(
+        md.contains("https://git.example.com/acme/hello/compare/release-1.0.0...release-1.0.1"),
+        "{md}"
+    );
+
+    // A flag overrides the file; a bad block is named.
+    let plan = repo.json(&["release", "plan", "--json", "--tag-prefix", "v"]);
+    assert_eq!(plan["previous"], "v9.9.9", "{plan}");
+    repo.write(
+        "maestro.yaml",
+        "version: 1\nrelease:\n  tag-prefx: x\njobs:\n  build:\n    run: echo\n",
+    );
+    let out = repo.run(&["release", "plan"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("tag-prefx"), "{}", text(&out));
+}
