@@ -84,19 +84,8 @@ fn the_route_weights_and_replicas_follow_the_step() {
     let (s, v1, v2) = (spec(), release("a1"), release("b2"));
     let m = render(&s, &v1, Some((&v2, 500)), Weighting::GatewayApi);
     let route = m.iter().find(|m| m["kind"] == "HTTPRoute").expect("route");
-    let weights: Vec<(String, u64)> = route["spec"]["rules"][0]["backendRefs"]
-        .as_array()
-        .expect("backends")
-        .iter()
-        .map(|b| {
-            (
-                b["name"].as_str().unwrap_or_default().to_owned(),
-                b["weight"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect();
     assert_eq!(
-        weights,
+        weights(route),
         [
             ("hello-service-stable".to_owned(), 9_500),
             ("hello-service-canary".to_owned(), 500)
