@@ -139,7 +139,8 @@ pub(crate) enum Command {
         command: SloCommand,
     },
     /// Releases: the next version and its notes from the Conventional Commits since the
-    /// last release tag.
+    /// last release tag; the release train on the conductor (cut, promote through the
+    /// stages, status, rollback).
     Release {
         #[command(subcommand)]
         command: ReleaseCommand,
@@ -326,6 +327,70 @@ pub(crate) enum ReleaseCommand {
         #[arg(long, default_value = "CHANGELOG.md")]
         file: PathBuf,
     },
+    /// Cut the next release on the conductor: refused unless the commit's required gates
+    /// are green there and the artifact's evidence verifies; then tags the commit.
+    Cut {
+        #[command(flatten)]
+        from: ReleaseFrom,
+        /// The service (the conductor's `[[trains]]` service).
+        #[arg(long, env = "MAESTRO_SERVICE")]
+        service: String,
+        /// The artifact built from the commit, evidence beside it; the conductor reads it
+        /// from this path (same host).
+        #[arg(long)]
+        artifact: PathBuf,
+        #[command(flatten)]
+        server: ServerArgs,
+        /// Why (required: audited).
+        #[arg(long)]
+        reason: String,
+        /// Do not create the release tag in the repository.
+        #[arg(long)]
+        no_tag: bool,
+        /// Go on with `promote` at once, following it to the end.
+        #[arg(long)]
+        promote: bool,
+    },
+    /// Promote a release through every stage (canary, post-deploy verification, soak),
+    /// following it to the end; run again to resume a blocked or interrupted train.
+    /// Exit 0 when released, 1 when rolled back or blocked.
+    Promote {
+        #[command(flatten)]
+        release: ReleaseRef,
+        /// Why (required: audited).
+        #[arg(long)]
+        reason: String,
+        /// Start it and return.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// A release's progress: each stage's step, checks, smoke results and events.
+    Status {
+        #[command(flatten)]
+        release: ReleaseRef,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Return every stage the release reached to the release before it.
+    Rollback {
+        #[command(flatten)]
+        release: ReleaseRef,
+        /// Why (required: audited).
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+/// A release on the conductor.
+#[derive(Debug, Args)]
+pub(crate) struct ReleaseRef {
+    /// The version (SemVer, without the tag prefix).
+    pub version: String,
+    /// The service (the conductor's `[[trains]]` service).
+    #[arg(long, env = "MAESTRO_SERVICE")]
+    pub service: String,
+    #[command(flatten)]
+    pub server: ServerArgs,
 }
 
 #[derive(Debug, Subcommand)]

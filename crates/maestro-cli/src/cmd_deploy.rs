@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use crate::args::{CanaryCommand, CanaryControl, DeployArgs, RollbackArgs, ServerArgs};
 use crate::exit::{Failure, OK, PIPELINE_FAILED};
 
-fn conductor(s: &ServerArgs) -> Result<Conductor, Failure> {
+pub(crate) fn conductor(s: &ServerArgs) -> Result<Conductor, Failure> {
     let credential = Credential::from_env(|k| std::env::var(k).ok(), &s.server).map_err(|e| {
         Failure::usage(
             e.to_string(),
@@ -20,13 +20,16 @@ fn conductor(s: &ServerArgs) -> Result<Conductor, Failure> {
         .map_err(|e| Failure::usage(e.to_string(), "e.g. --server http://127.0.0.1:7070"))
 }
 
-fn refused(e: maestro_client::ClientError) -> Failure {
+pub(crate) fn refused(e: maestro_client::ClientError) -> Failure {
     let hint = match &e {
         maestro_client::ClientError::Refused { code, .. } if code == "unverified_artifact" => {
             "sign it and attest its provenance and SBOM with a key the environment trusts (the example's `evidence` job does)"
         }
         maestro_client::ClientError::Refused { code, .. } if code == "audit_unavailable" => {
             "the conductor needs its audit key (MAESTRO_AUDIT_KEY or `maestro audit key`)"
+        }
+        maestro_client::ClientError::Refused { code, .. } if code == "gates_not_green" => {
+            "make the commit's gates green (`maestro run --server URL` on it), then cut again"
         }
         maestro_client::ClientError::Refused { .. } => "see the conductor's message above",
         _ => "is the conductor running? (`maestro serve --config FILE`)",

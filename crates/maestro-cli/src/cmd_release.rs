@@ -1,14 +1,235 @@
 //! `maestro release plan` and `maestro release changelog`: the next version and its notes
-//! from the Conventional Commits since the last release tag.
+//! from the Conventional Commits since the last release tag. `cut`, `promote`, `status`
+//! and `rollback`: the release train on the conductor.
 
-use crate::args::{ReleaseCommand, ReleaseFrom};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::args::{ReleaseCommand, ReleaseFrom, ReleaseRef, ServerArgs};
+use crate::cmd_deploy::{conductor, refused};
 use crate::exit::{Failure, OK, PIPELINE_FAILED};
 
 pub(crate) fn release(command: &ReleaseCommand) -> Result<u8, Failure> {
     match command {
         ReleaseCommand::Plan { from, json } => plan(from, *json),
         ReleaseCommand::Changelog { from, file } => changelog(from, file),
+        ReleaseCommand::Cut {
+            from,
+            service,
+            artifact,
+            server,
+            reason,
+            no_tag,
+            promote,
+        } => cut(from, service, artifact, server, reason, *no_tag, *promote),
+        ReleaseCommand::Promote {
+            release,
+            reason,
+            detach,
+        } => promote(release, reason, *detach),
+        ReleaseCommand::Status { release, json } => status(release, *json),
+        ReleaseCommand::Rollback { release, reason } => rollback(release, reason),
     }
+}
+
+fn release_path(service: &str, version: &str) -> String {
+    format!("/api/v1/releases/{service}/{version}")
+}
+
+fn cut(
+    from: &ReleaseFrom,
+    service: &str,
+    artifact: &std::path::Path,
+    server: &ServerArgs,
+    reason: &str,
+    no_tag: bool,
+    and_promote: bool,
+) -> Result<u8, Failure> {
+    let p = compute(from)?;
+    let (Some(version), Some(tag)) = (&p.version, &p.tag) else {
+        eprintln!("{}", nothing(&p));
+        return Ok(PIPELINE_FAILED);
+    };
+    let artifact = std::path::absolute(artifact).map_err(|e| {
+        Failure::usage(
+            format!("{}: {e}", artifact.display()),
+            "give the artifact's path",
+        )
+    })?;
+    let changed =
+        maestro_release::git::changed_paths(&from.repo, p.previous.as_deref(), &p.head)
+            .map_err(|e| Failure::usage(e.to_string(), "run it in the repository (or -C DIR)"))?;
+    let mut c = conductor(server)?;
+    let created = c
+        .post_reasoned(
+            "/api/v1/releases",
+            "the release",
+            &json!({
+                "service": service,
+                "version": version.to_string(),
+                "commit": p.head,
+                "artifact": artifact,
+                "notes": p.notes.markdown(),
+                "changed_paths": changed,
+            }),
+            reason,
+        )
+        .map_err(refused)?;
+    println!(
+        "release {service} {version} cut from {} ({})",
+        &p.head[..12.min(p.head.len())],
+        created["digest"].as_str().unwrap_or("?")
+    );
+    for g in created["progress"]["gates"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        println!("  gate {} green", g["gate"].as_str().unwrap_or("?"));
+    }
+    if !no_tag {
+        maestro_release::git::create_tag(&from.repo, tag, &p.head, &format!("{service} {version}"))
+            .map_err(|e| {
+                Failure::env(
+                    e,
+                    "the release is recorded on the conductor; create the tag by hand (`git tag -a`)",
+                )
+            })?;
+        println!("tagged {tag} (push it: `git push origin {tag}`)");
+    }
+    if and_promote {
+        let r = ReleaseRef {
+            version: version.to_string(),
+            service: service.to_owned(),
+            server: server.clone(),
+        };
+        return promote(&r, reason, false);
+    }
+    println!(
+        "promote it with `maestro release promote {version} --service {service} --reason ...`"
+    );
+    Ok(OK)
+}
+
+fn promote(r: &ReleaseRef, reason: &str, detach: bool) -> Result<u8, Failure> {
+    let mut c = conductor(&r.server)?;
+    let path = release_path(&r.service, &r.version);
+    let started = c
+        .post_reasoned(
+            &format!("{path}/promote"),
+            "the release",
+            &json!({}),
+            reason,
+        )
+        .map_err(refused)?;
+    if detach {
+        println!(
+            "release {} {}: {}; follow it with `maestro release status {} --service {}`",
+            r.service,
+            r.version,
+            started["status"].as_str().unwrap_or("?"),
+            r.version,
+            r.service
+        );
+        return Ok(OK);
+    }
+    let mut printed = 0;
+    loop {
+        let now = c.get(&path, "the release").map_err(refused)?;
+        let events = now["progress"]["events"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for e in events.iter().skip(printed) {
+            println!("{}", e["message"].as_str().unwrap_or_default());
+        }
+        printed = events.len();
+        match now["status"].as_str() {
+            Some("released") => return Ok(OK),
+            Some("rolled_back" | "blocked") => return Ok(PIPELINE_FAILED),
+            _ => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+fn status(r: &ReleaseRef, as_json: bool) -> Result<u8, Failure> {
+    let mut c = conductor(&r.server)?;
+    let v = c
+        .get(&release_path(&r.service, &r.version), "the release")
+        .map_err(refused)?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        return Ok(OK);
+    }
+    print!("{}", render_status(&v));
+    Ok(OK)
+}
+
+/// A release's progress in a few lines.
+fn render_status(v: &Value) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{} {}: {} (commit {}, {})",
+        v["service"].as_str().unwrap_or("?"),
+        v["version"].as_str().unwrap_or("?"),
+        v["status"].as_str().unwrap_or("?").replace('_', " "),
+        v["commit"].as_str().map_or("?", |c| &c[..12.min(c.len())]),
+        v["digest"].as_str().unwrap_or("?"),
+    );
+    if let Some(why) = v["progress"]["reason"].as_str() {
+        let _ = writeln!(out, "  why: {why}");
+    }
+    for s in v["progress"]["stages"].as_array().into_iter().flatten() {
+        let dep = s["deployment"]
+            .as_i64()
+            .map(|d| format!(", deployment {d}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {}: {}{dep}",
+            s["environment"].as_str().unwrap_or("?"),
+            s["step"].as_str().unwrap_or("?").replace('_', " ")
+        );
+        for k in s["smoke"].as_array().into_iter().flatten() {
+            let _ = writeln!(
+                out,
+                "    smoke {}: {}",
+                k["name"].as_str().unwrap_or("?"),
+                if k["passed"].as_bool() == Some(true) {
+                    "passed"
+                } else {
+                    "failed"
+                }
+            );
+        }
+        if let Some(last) = s["checks"].as_array().and_then(|c| c.last()) {
+            let _ = writeln!(
+                out,
+                "    golden signals ({}): {}: {}",
+                last["during"].as_str().unwrap_or("?"),
+                last["status"].as_str().unwrap_or("?"),
+                last["why"].as_str().unwrap_or("")
+            );
+        }
+    }
+    out
+}
+
+fn rollback(r: &ReleaseRef, reason: &str) -> Result<u8, Failure> {
+    let mut c = conductor(&r.server)?;
+    let v = c
+        .post_reasoned(
+            &format!("{}/rollback", release_path(&r.service, &r.version)),
+            "the release",
+            &json!({}),
+            reason,
+        )
+        .map_err(refused)?;
+    print!("{}", render_status(&v));
+    Ok(OK)
 }
 
 fn compute(from: &ReleaseFrom) -> Result<maestro_release::Plan, Failure> {

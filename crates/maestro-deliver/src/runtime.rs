@@ -333,6 +333,59 @@ impl Environment {
         self.live.lock().await.proxy.clone()
     }
 
+    /// The stable release's golden signals over the next `window` (proxy: counted from now
+    /// until then; Prometheus: the window ending then). Returns the stable version with
+    /// them; `Err` says why nothing could be read.
+    ///
+    /// # Errors
+    /// No stable release, no proxy, or the metrics source did not answer.
+    pub async fn observe_stable(&self, window: Duration) -> Result<(String, Observation), String> {
+        let stable = || async {
+            let live = self.live.lock().await;
+            (
+                live.stable.as_ref().map(|(v, _)| v.clone()),
+                live.proxy.clone(),
+            )
+        };
+        let (Some(version), proxy) = stable().await else {
+            return Err(format!("{}: no stable release", self.spec.name));
+        };
+        let observation = match &self.spec.metrics {
+            MetricsSource::Proxy => {
+                let proxy = proxy.ok_or_else(|| format!("{}: no proxy", self.spec.name))?;
+                let signals = proxy.signals(&version);
+                let (before, since) = (signals.counts(), proxy.now_ms());
+                tokio::time::sleep(window).await;
+                observe(
+                    &signals.counts().since(&before),
+                    &signals.samples_since(since),
+                )
+            }
+            MetricsSource::Prometheus(p) => {
+                tokio::time::sleep(window).await;
+                p.observe(&self.spec.service, &version, window.as_secs().max(1))
+                    .await
+                    .map_err(|e| format!("{}: prometheus: {e}", self.spec.name))?
+            }
+        };
+        // The stable release changed meanwhile (rolled back, another promoted): the figures
+        // are not the release's.
+        match stable().await {
+            (Some(now), _) if now == version => Ok((version, observation)),
+            (now, _) => Err(format!(
+                "{}: the stable release changed from {version} to {} while it was observed",
+                self.spec.name,
+                now.unwrap_or_else(|| "none".to_owned())
+            )),
+        }
+    }
+
+    /// The canary plan's limits (what the post-deploy checks hold the stable release to).
+    #[must_use]
+    pub fn limits(&self) -> &maestro_canary::Limits {
+        &self.spec.plan.limits
+    }
+
     fn notify(&self, deployment: i64, action: &str, version: &str, detail: String) {
         let _ = self.notices.send(Notice {
             environment: self.spec.name.clone(),

@@ -73,6 +73,54 @@ pub fn resolve(repo: &Path, rev: &str) -> Result<String, ReleaseError> {
     .to_owned())
 }
 
+/// Paths changed from `since` to `head` (every tracked path when there is no `since`).
+///
+/// # Errors
+/// When git fails.
+pub fn changed_paths(
+    repo: &Path,
+    since: Option<&str>,
+    head: &str,
+) -> Result<Vec<String>, ReleaseError> {
+    let text = match since {
+        Some(s) => git(
+            repo,
+            &["diff", "--name-only", "--no-renames", "-z", s, head, "--"],
+        )?,
+        None => git(repo, &["ls-tree", "-r", "-z", "--name-only", head])?,
+    };
+    Ok(text
+        .split('\0')
+        .filter(|p| !p.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+/// Creates the annotated tag `name` on `commit` (refused by git when it exists).
+///
+/// # Errors
+/// When git fails (the tag exists, no identity is configured).
+pub fn create_tag(
+    repo: &Path,
+    name: &str,
+    commit: &str,
+    message: &str,
+) -> Result<(), ReleaseError> {
+    git(
+        repo,
+        &[
+            "tag",
+            "--annotate",
+            "--message",
+            message,
+            "--end-of-options",
+            name,
+            commit,
+        ],
+    )
+    .map(|_| ())
+}
+
 /// Release tags reachable from `rev`: `<prefix><SemVer>`, highest version first. Tags that
 /// are not SemVer after the prefix are not releases and are left out.
 ///

@@ -12,7 +12,7 @@ import rego.v1
 
 default allow := false
 
-reads := {"runs.list", "runs.read", "session.read", "audit.read", "deployments.read", "flags.read", "flags.evaluate"}
+reads := {"runs.list", "runs.read", "session.read", "audit.read", "deployments.read", "flags.read", "flags.evaluate", "releases.read"}
 
 writes := {"runs.create", "runs.report"}
 
@@ -20,9 +20,9 @@ readers := {"viewer", "developer", "operator", "admin"}
 
 writers := {"developer", "operator", "admin"}
 
-# Conductor-wide figures (runs, jobs, cache, request latencies), and deploying and steering
-# canaries (each with a reason, audited): operators and admins.
-operations := {"metrics.read", "deployments.create", "deployments.control", "flags.kill"}
+# Conductor-wide figures (runs, jobs, cache, request latencies), deploying and steering
+# canaries, cutting and promoting releases (each with a reason, audited): operators and admins.
+operations := {"metrics.read", "deployments.create", "deployments.control", "flags.kill", "releases.create", "releases.promote"}
 
 operators := {"operator", "admin"}
 

@@ -50,6 +50,8 @@ struct File {
     #[serde(default)]
     environments: Vec<crate::environments::EnvironmentSettings>,
     flags: Option<crate::flags::FlagsSettings>,
+    #[serde(default)]
+    trains: Vec<crate::train::TrainSettings>,
 }
 
 /// A validated configuration.
@@ -80,6 +82,8 @@ pub struct Config {
     pub environments: Vec<crate::environments::EnvConfig>,
     /// `[flags]`: the feature-flag registry it evaluates.
     pub flags: Option<std::sync::Arc<crate::flags::FlagsConfig>>,
+    /// `[[trains]]`: release trains through the environments.
+    pub trains: Vec<crate::train::Train>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -98,6 +102,8 @@ pub struct Settings {
     pub environments: Vec<crate::environments::EnvironmentSettings>,
     /// `[flags]`: only a file sets it.
     pub flags: Option<crate::flags::FlagsSettings>,
+    /// `[[trains]]` tables: only a file sets them.
+    pub trains: Vec<crate::train::TrainSettings>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -137,6 +143,7 @@ impl Settings {
             oidc: f.oidc,
             environments: f.environments,
             flags: f.flags,
+            trains: f.trains,
             base: Some(base.to_path_buf()),
         })
     }
@@ -164,6 +171,11 @@ impl Settings {
                 over.environments
             },
             flags: over.flags.or(self.flags),
+            trains: if over.trains.is_empty() {
+                self.trains
+            } else {
+                over.trains
+            },
             base: over.base.or(self.base),
         }
     }
@@ -270,9 +282,24 @@ impl Settings {
             .flags
             .map(|f| f.validate(&base).map(std::sync::Arc::new))
             .transpose()?;
+        let mut trains = Vec::new();
+        for (i, t) in self.trains.into_iter().enumerate() {
+            let train = t.validate(i, &base, &environments)?;
+            if trains
+                .iter()
+                .any(|x: &crate::train::Train| x.service == train.service)
+            {
+                return Err(bad(
+                    &format!("trains[{i}].service"),
+                    format!("`{}` has two trains", train.service),
+                ));
+            }
+            trains.push(train);
+        }
         Ok(Config {
             environments,
             flags,
+            trains,
             listen,
             database,
             mode,
@@ -395,6 +422,68 @@ mod tests {
         Settings::from_file(p)
             .and_then(|s| s.validate(&dir.join("store.db").display().to_string()))
             .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn trains_are_checked_against_the_environments_with_their_field_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("conductor.toml");
+        let env = "[[environments]]\nname = \"stage\"\nservice = \"hello\"\nlisten = \"127.0.0.1:8600\"\ncommand = [\"app\"]\ntrust_keys = [\"k.pub\"]\n";
+        let train = "[[trains]]\nservice = \"hello\"\nstages = [\"stage\"]\nsoak = \"5m\"\n[[trains.smoke]]\nname = \"http\"\ncommand = [\"curl\", \"-f\"]\n";
+        let check = |text: &str| check_text(dir.path(), &p, text);
+        let c = check(&format!("{env}{train}")).expect("valid");
+        let t = &c.trains[0];
+        assert_eq!((t.soak.as_secs(), t.verify.as_secs()), (300, 30));
+        assert_eq!(
+            t.smoke[0].workdir,
+            dir.path(),
+            "relative to the file, absolute"
+        );
+        for (from, to, want) in [
+            (
+                "stages = [\"stage\"]",
+                "stages = [\"prod\"]",
+                "trains[0].stages[0]: `prod` is not an environment of this conductor",
+            ),
+            (
+                "stages = [\"stage\"]",
+                "stages = []",
+                "trains[0].stages: is empty",
+            ),
+            (
+                "service = \"hello\"\nstages",
+                "service = \"other\"\nstages",
+                "trains[0].stages[0]: environment `stage` runs service `hello`, not `other`",
+            ),
+            (
+                "soak = \"5m\"",
+                "soak = \"5 minutes\"",
+                "trains[0].soak: `5 minutes` is not a duration",
+            ),
+            (
+                "command = [\"curl\", \"-f\"]",
+                "command = []",
+                "trains[0].smoke[0].command: is empty",
+            ),
+            (
+                "soak = \"5m\"",
+                "migration_paths = [\"db/**\"]",
+                "trains[0].migration_gate: is missing",
+            ),
+            (
+                "soak = \"5m\"",
+                "[trains.slo]\nobjective = 1.5",
+                "trains[0].slo.objective: 1.5 is not a share",
+            ),
+        ] {
+            let err = check(&format!("{env}{}", train.replace(from, to))).expect_err(want);
+            assert!(err.contains(want), "{err}");
+        }
+        let err = check(&format!("{env}{train}{train}")).expect_err("twice");
+        assert!(
+            err.contains("trains[1].service: `hello` has two trains"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -793,6 +793,15 @@ fn find(ctx: &Ctx, name: &str) -> Result<(Arc<Environment>, EnvConfig), ApiError
     Ok((env, slot.cfg.clone()))
 }
 
+/// The environment `name` when it runs on this conductor (it holds its lease).
+pub(crate) fn open_here(
+    state: &Arc<crate::AppState>,
+    name: &str,
+) -> Option<(Arc<Environment>, EnvConfig)> {
+    let slot = state.environments.get()?.by_name.get(name)?;
+    Some((slot.get()?, slot.cfg.clone()))
+}
+
 /// `GET /api/v1/environments/{env}`: its stable release and its deployments, newest first.
 pub(crate) fn environment_read(ctx: Ctx) -> Answer {
     Box::pin(async move {

@@ -26,6 +26,7 @@ pub mod pool;
 pub mod release;
 pub mod remote;
 pub mod tracing;
+pub mod train;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,7 +86,11 @@ pub struct AppState {
     pub flags: Option<Arc<flags::FlagsConfig>>,
     /// The environments this conductor runs, opened by [`serve`].
     pub environments: std::sync::OnceLock<environments::Environments>,
-    environment_configs: Vec<environments::EnvConfig>,
+    /// The release trains (`[[trains]]`) and the releases this conductor drives.
+    pub trains: train::Trains,
+    /// This conductor among several on one store (set by [`serve`]).
+    pub holder: std::sync::OnceLock<String>,
+    pub(crate) environment_configs: Vec<environments::EnvConfig>,
     exporter: Option<maestro_telemetry::otlp::Exporter>,
     span_delay: std::time::Duration,
 }
@@ -137,6 +142,8 @@ impl AppState {
             spans: std::sync::OnceLock::new(),
             environments: std::sync::OnceLock::new(),
             environment_configs: config.environments.clone(),
+            trains: train::Trains::new(config.trains.clone()),
+            holder: std::sync::OnceLock::new(),
             flags: config.flags.clone(),
             exporter: config.exporter.clone(),
             span_delay: config.span_delay,
@@ -223,14 +230,17 @@ pub async fn serve(
     if let Some(e) = state.exporter.clone() {
         let _ = state.spans.set(tracing::Spans::start(e, state.span_delay));
     }
+    let holder = holder_id(&addr);
+    let _ = state.holder.set(holder.clone());
     // Each conductor is a candidate for the reaper's lease; one holds it at a time.
-    let reaper = remote::spawn_reaper(Arc::clone(&state), holder_id(&addr), state.reaper);
+    let reaper = remote::spawn_reaper(Arc::clone(&state), holder.clone(), state.reaper);
     if !state.environment_configs.is_empty() {
         let envs =
-            environments::Environments::open(&state, &state.environment_configs, &holder_id(&addr))
-                .await?;
+            environments::Environments::open(&state, &state.environment_configs, &holder).await?;
         let _ = state.environments.set(envs);
     }
+    let trains =
+        (!state.trains.trains.is_empty()).then(|| tokio::spawn(train::resume(Arc::clone(&state))));
     let kills = state
         .flags
         .clone()
@@ -239,6 +249,10 @@ pub async fn serve(
         .with_graceful_shutdown(shutdown)
         .await;
     reaper.abort();
+    if let Some(t) = trains {
+        t.abort();
+        train::shutdown(&state).await;
+    }
     if let Some(k) = kills {
         k.abort();
     }

@@ -68,6 +68,28 @@ pub fn prepare(artifact: &Path, trust: &[PathBuf], releases: &Path) -> Result<Un
     })
 }
 
+/// The artifact's `sha256:` digest and what was verified, when its evidence (signature,
+/// provenance, signed SBOM) verifies with `trust`.
+///
+/// # Errors
+/// What is missing or does not verify.
+pub fn verified_digest(artifact: &Path, trust: &[PathBuf]) -> Result<(String, String), String> {
+    if !artifact.is_absolute() {
+        return Err(format!(
+            "artifact: `{}` must be an absolute path on the conductor's host",
+            artifact.display()
+        ));
+    }
+    let hex = verify(artifact, trust)?;
+    Ok((
+        format!("sha256:{hex}"),
+        format!(
+            "signature, provenance and SBOM attestation verified with {} trusted key(s)",
+            trust.len()
+        ),
+    ))
+}
+
 /// The artifact's digest (hex) when its evidence verifies.
 fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
     use maestro_sign::evidence::{self, Trust};

@@ -317,6 +317,46 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn flag_kills(&mut self) -> Result<Vec<FlagKillRow>, StoreError>;
+    /// Records a new release; `None` when the tenant's service already has that version.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn release_create(&mut self, r: &ReleaseRow) -> Result<Option<i64>, StoreError>;
+    /// Saves a release's status and progress.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn release_save(
+        &mut self,
+        id: i64,
+        status: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+    /// One release of a tenant's service.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn release(
+        &mut self,
+        tenant: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<Option<ReleaseRow>, StoreError>;
+    /// Releases, newest first: every tenant's when `tenant` is `None`.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn releases(
+        &mut self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRow>, StoreError>;
+    /// The runs of a commit (full SHA), newest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn runs_at_commit(&mut self, commit: &str, limit: usize) -> Result<Vec<RunRow>, StoreError>;
     /// An environment's stable release.
     ///
     /// # Errors

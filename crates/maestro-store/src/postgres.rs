@@ -12,8 +12,8 @@ use crate::pg::Prepared;
 use crate::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, DeploymentRefusal,
     DeploymentRow, EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment,
-    NewRun, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store,
-    StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
+    NewRun, ReleaseRow, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus,
+    Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -1039,6 +1039,84 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn release_create(&mut self, r: &ReleaseRow) -> Result<Option<i64>, StoreError> {
+        let row = self.client.query_opt(
+            "INSERT INTO releases (tenant, service, version, commit_sha, artifact, digest, status,
+             state, notes, actor, reason, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)
+             ON CONFLICT (tenant, service, version) DO NOTHING RETURNING id",
+            &[
+                &crate::tenant_of(&r.tenant),
+                &r.service,
+                &r.version,
+                &r.commit,
+                &r.artifact,
+                &r.digest,
+                &r.status,
+                &r.state,
+                &r.notes,
+                &r.actor,
+                &r.reason,
+                &r.created_at_ms,
+            ],
+        )?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn release_save(
+        &mut self,
+        id: i64,
+        status: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.client.execute(
+            "UPDATE releases SET status = $2, state = $3, updated_at = $4 WHERE id = $1",
+            &[&id, &status, &state, &now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn release(
+        &mut self,
+        tenant: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<Option<ReleaseRow>, StoreError> {
+        Ok(self
+            .client
+            .query_opt(
+                "SELECT id, tenant, service, version, commit_sha, artifact, digest, status, state, notes, actor, reason, created_at, updated_at FROM releases WHERE tenant = $1 AND service = $2 AND version = $3",
+                &[&crate::tenant_of(tenant), &service, &version],
+            )?
+            .map(|r| release_row(&r)))
+    }
+
+    fn releases(&mut self, tenant: Option<&str>, n: usize) -> Result<Vec<ReleaseRow>, StoreError> {
+        let tenant = tenant.map(crate::tenant_of);
+        Ok(self
+            .client
+            .query(
+                "SELECT id, tenant, service, version, commit_sha, artifact, digest, status, state, notes, actor, reason, created_at, updated_at FROM releases WHERE $1::TEXT IS NULL OR tenant = $1 ORDER BY id DESC LIMIT $2",
+                &[&tenant, &limit(n)],
+            )?
+            .iter()
+            .map(release_row)
+            .collect())
+    }
+
+    fn runs_at_commit(&mut self, commit: &str, n: usize) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs r WHERE r.commit_sha = $1 ORDER BY r.id DESC LIMIT $2"
+        );
+        Ok(self
+            .client
+            .query(&sql, &[&commit, &limit(n)])?
+            .iter()
+            .map(run_row)
+            .collect())
+    }
+
     fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError> {
         Ok(self
             .client
@@ -1138,4 +1216,23 @@ fn token_row(r: &Row) -> Result<TokenRow, StoreError> {
         expires_at_ms: r.get(9),
         revoked_at_ms: r.get(10),
     })
+}
+
+fn release_row(r: &Row) -> ReleaseRow {
+    ReleaseRow {
+        id: r.get(0),
+        tenant: r.get(1),
+        service: r.get(2),
+        version: r.get(3),
+        commit: r.get(4),
+        artifact: r.get(5),
+        digest: r.get(6),
+        status: r.get(7),
+        state: r.get(8),
+        notes: r.get(9),
+        actor: r.get(10),
+        reason: r.get(11),
+        created_at_ms: r.get(12),
+        updated_at_ms: r.get(13),
+    }
 }

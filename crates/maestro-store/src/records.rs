@@ -429,3 +429,28 @@ pub struct FlagKillRow {
     pub reason: String,
     pub updated_at_ms: i64,
 }
+
+/// A release of the release train.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRow {
+    pub id: i64,
+    pub tenant: String,
+    pub service: String,
+    /// SemVer, without the tag prefix.
+    pub version: String,
+    pub commit: String,
+    /// The artifact's path on the conductor's host.
+    pub artifact: String,
+    /// `sha256:<hex>` of the artifact.
+    pub digest: String,
+    /// `cut`, `progressing`, `blocked`, `released`, `rolled_back`.
+    pub status: String,
+    /// The train's progress (JSON, owned by the conductor).
+    pub state: String,
+    /// The release notes (Markdown).
+    pub notes: String,
+    pub actor: String,
+    pub reason: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}

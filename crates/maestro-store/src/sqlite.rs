@@ -8,9 +8,9 @@ use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use crate::migrations::MIGRATIONS;
 use crate::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, DeploymentRefusal, DeploymentRow,
-    EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun, Report,
-    ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store, StoreError, TestRow,
-    TokenRow, WaiverUseRow, list_of, list_text,
+    EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun,
+    ReleaseRow, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store,
+    StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// The embedded store.
@@ -1033,6 +1033,92 @@ impl Store for SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    fn release_create(&mut self, r: &ReleaseRow) -> Result<Option<i64>, StoreError> {
+        let n = self.conn.execute(
+            "INSERT INTO releases (tenant, service, version, commit_sha, artifact, digest, status,
+             state, notes, actor, reason, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)
+             ON CONFLICT (tenant, service, version) DO NOTHING",
+            params![
+                crate::tenant_of(&r.tenant),
+                r.service,
+                r.version,
+                r.commit,
+                r.artifact,
+                r.digest,
+                r.status,
+                r.state,
+                r.notes,
+                r.actor,
+                r.reason,
+                r.created_at_ms
+            ],
+        )?;
+        Ok((n == 1).then(|| self.conn.last_insert_rowid()))
+    }
+
+    fn release_save(
+        &mut self,
+        id: i64,
+        status: &str,
+        state: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE releases SET status = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
+            params![id, status, state, now_ms],
+        )?;
+        Ok(())
+    }
+
+    fn release(
+        &mut self,
+        tenant: &str,
+        service: &str,
+        version: &str,
+    ) -> Result<Option<ReleaseRow>, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT id, tenant, service, version, commit_sha, artifact, digest, status, state, notes, actor, reason, created_at, updated_at FROM releases WHERE tenant = ?1 AND service = ?2 AND version = ?3",
+            )?
+            .query_row(
+                params![crate::tenant_of(tenant), service, version],
+                release_row,
+            )
+            .optional()?)
+    }
+
+    fn releases(
+        &mut self,
+        tenant: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<ReleaseRow>, StoreError> {
+        let n = i64::try_from(limit).unwrap_or(i64::MAX);
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, tenant, service, version, commit_sha, artifact, digest, status, state, notes, actor, reason, created_at, updated_at FROM releases WHERE ?1 IS NULL OR tenant = ?1 ORDER BY id DESC LIMIT ?2",
+        )?;
+        let rows = stmt
+            .query_map(params![tenant.map(crate::tenant_of), n], release_row)?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
+    fn runs_at_commit(&mut self, commit: &str, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs r WHERE r.commit_sha = ?1 ORDER BY r.id DESC LIMIT ?2"
+        );
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(
+                params![commit, i64::try_from(limit).unwrap_or(i64::MAX)],
+                run_row,
+            )?
+            .collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     fn environment(&mut self, name: &str) -> Result<Option<EnvironmentRow>, StoreError> {
         Ok(self
             .conn
@@ -1121,4 +1207,23 @@ fn token_row((mut t, [roles, teams, scopes]): TokenTexts) -> Result<TokenRow, St
     t.teams = list_of(&teams)?;
     t.scopes = list_of(&scopes)?;
     Ok(t)
+}
+
+fn release_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ReleaseRow> {
+    Ok(ReleaseRow {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        service: r.get(2)?,
+        version: r.get(3)?,
+        commit: r.get(4)?,
+        artifact: r.get(5)?,
+        digest: r.get(6)?,
+        status: r.get(7)?,
+        state: r.get(8)?,
+        notes: r.get(9)?,
+        actor: r.get(10)?,
+        reason: r.get(11)?,
+        created_at_ms: r.get(12)?,
+        updated_at_ms: r.get(13)?,
+    })
 }

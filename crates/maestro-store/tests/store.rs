@@ -6,8 +6,8 @@
 use maestro_store::pg::Throwaway;
 use maestro_store::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, DeploymentRefusal, EnvironmentRow,
-    FlagKillRow, JobLog, JobRow, NewDeployment, NewRun, PgStore, Report, ReportOutcome, ReproRow,
-    RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
+    FlagKillRow, JobLog, JobRow, NewDeployment, NewRun, PgStore, ReleaseRow, Report, ReportOutcome,
+    ReproRow, RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
 };
 
 /// Where a test's store lives; `open` opens it again (a new connection, as a restarted
@@ -217,7 +217,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 10);
+    assert_eq!(fx.schema_version(), 11);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(
@@ -547,6 +547,33 @@ flag_kill_switches_are_set_and_restored_with_who_and_why(fx) {
     s.flag_kill_set(&FlagKillRow { key: "banner".into(), ..row(true, 1_100) }).expect("kill another");
     s.flag_kill_set(&row(false, 2_000)).expect("restore");
     assert_eq!(s.flag_kills().expect("list"), [FlagKillRow { key: "banner".into(), ..row(true, 1_100) }, row(false, 2_000)]);
+}
+
+releases_are_one_per_version_and_save_their_progress(fx) {
+    let mut s = fx.open();
+    let r = ReleaseRow { tenant: "acme".into(), service: "hello-service".into(), version: "1.2.0".into(), commit: "c".repeat(40), artifact: "/a.tar.gz".into(), digest: "sha256:00".into(), status: "cut".into(), state: "{}".into(), notes: "## 1.2.0".into(), actor: "user:ops".into(), reason: "weekly".into(), created_at_ms: 5, updated_at_ms: 5, id: 0 };
+    let id = s.release_create(&r).expect("create").expect("new");
+    assert_eq!(s.release_create(&r).expect("again"), None, "one release per version");
+    let other = ReleaseRow { tenant: "other".into(), ..r.clone() };
+    assert!(s.release_create(&other).expect("another tenant").is_some());
+    s.release_save(id, "progressing", r#"{"step":1}"#, 9).expect("save");
+    let got = s.release("acme", "hello-service", "1.2.0").expect("read").expect("found");
+    assert_eq!(got, ReleaseRow { id, status: "progressing".into(), state: r#"{"step":1}"#.into(), updated_at_ms: 9, ..r });
+    assert_eq!(s.release("acme", "hello-service", "9.9.9").expect("read"), None);
+    assert_eq!(s.releases(Some("acme"), 10).expect("list").len(), 1);
+    assert_eq!(s.releases(None, 10).expect("list").len(), 2);
+}
+
+runs_are_found_by_commit_newest_first(fx) {
+    let mut s = fx.open();
+    let sha = "a".repeat(40);
+    let mut ids = Vec::new();
+    for commit in [Some(sha.clone()), None, Some(sha.clone()), Some("b".repeat(40))] {
+        ids.push(s.begin_run(&NewRun { pipeline: "p".into(), root: "/r".into(), commit, ..NewRun::default() }).expect("begin"));
+    }
+    let got: Vec<i64> = s.runs_at_commit(&sha, 10).expect("query").iter().map(|r| r.id).collect();
+    assert_eq!(got, [ids[2], ids[0]]);
+    assert_eq!(s.runs_at_commit(&sha, 1).expect("query").len(), 1);
 }
 
 repro_checks_attach_to_their_run(fx) {

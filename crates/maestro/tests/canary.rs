@@ -7,9 +7,7 @@
 
 mod common;
 
-use std::time::Duration;
-
-use common::{Repo, text};
+use common::{Repo, agent, text};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
@@ -31,14 +29,6 @@ progress_deadline = "2m"
 [environments.canary.limits]
 min_requests = 30
 "#;
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(30)))
-        .build()
-        .into()
-}
 
 fn call(
     method: &str,
@@ -181,23 +171,7 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
 
     // Real traffic through the proxy.
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let mut load = Vec::new();
-    for _ in 0..12 {
-        let (stop, url) = (
-            std::sync::Arc::clone(&stop),
-            format!("http://{proxy}/greet?name=Dai"),
-        );
-        load.push(std::thread::spawn(move || {
-            let a = agent();
-            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                let _ = a
-                    .get(&url)
-                    .call()
-                    .map(|mut r| r.body_mut().read_to_string());
-                std::thread::sleep(Duration::from_millis(15));
-            }
-        }));
-    }
+    let load = common::traffic(&format!("http://{proxy}/greet?name=Dai"), 12, &stop);
 
     // A healthy second release goes through every step; then back to the first by hand.
     let cli = |args: &[&str]| {

@@ -213,3 +213,35 @@ pub fn serve(
     let base = format!("http://{}", first["addr"].as_str().expect("addr"));
     (child, base, lines)
 }
+
+/// An HTTP client for the tests: statuses are values, not errors; 30 s at most.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(std::time::Duration::from_secs(30)))
+        .build()
+        .into()
+}
+
+/// `clients` threads each requesting `url` every 15 ms until `stop` is set.
+pub fn traffic(
+    url: &str,
+    clients: usize,
+    stop: &std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<std::thread::JoinHandle<()>> {
+    (0..clients)
+        .map(|_| {
+            let (stop, url) = (std::sync::Arc::clone(stop), url.to_owned());
+            std::thread::spawn(move || {
+                let a = agent();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = a
+                        .get(&url)
+                        .call()
+                        .map(|mut r| r.body_mut().read_to_string());
+                    std::thread::sleep(std::time::Duration::from_millis(15));
+                }
+            })
+        })
+        .collect()
+}

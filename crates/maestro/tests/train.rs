@@ -1,0 +1,453 @@
+//! The release train end to end with the real binaries: the example service at v1 runs in
+//! `stage` and `prod`; a `feat:` commit is built and its gates reported to the conductor by
+//! `maestro run --server`; `maestro release cut --promote` computes 1.1.0, is refused while
+//! the gates are not known, then canaries the release to stage under real traffic, runs the
+//! smoke suite and the golden-signal check, soaks — the conductor restarting meanwhile,
+//! and the train resuming where it was — and does the same in prod. A second
+//! test has the post-deploy verification fail in prod: the release rolls back in both
+//! stages by itself.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Repo, agent, text};
+use serde_json::Value;
+
+/// Two environments of the example service and a train through them. `SMOKE` is the
+/// smoke job's shell script.
+fn config(smoke: &str) -> String {
+    let env = |name: &str| {
+        format!(
+            r#"
+[[environments]]
+name = "{name}"
+service = "hello-service"
+listen = "127.0.0.1:0"
+command = ["python3", "-m", "app.server", "{{port}}"]
+workdir = "hello-service"
+trust_keys = [".maestro/keys/dev.pub"]
+env = {{ PYTHONDONTWRITEBYTECODE = "1" }}
+
+[environments.canary]
+steps = [50, 100]
+interval = "1s"
+window = "1s"
+progress_deadline = "2m"
+
+[environments.canary.limits]
+min_requests = 20
+"#
+        )
+    };
+    format!(
+        r#"{}{}
+[[trains]]
+service = "hello-service"
+stages = ["stage", "prod"]
+soak = "4s"
+verify = "2s"
+
+[[trains.smoke]]
+name = "greets"
+command = ["sh", "-c", {smoke:?}]
+timeout = "20s"
+"#,
+        env("stage"),
+        env("prod")
+    )
+}
+
+const GREETS: &str = r#"python3 -c "import os, urllib.request; urllib.request.urlopen(os.environ['MAESTRO_TARGET_URL'] + '/greet?name=Smoke', timeout=5).read()""#;
+
+struct World {
+    repo: Repo,
+    base: String,
+    token: String,
+    server: Option<common::Killed>,
+    stop: Arc<AtomicBool>,
+    load: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        self.stop_traffic();
+    }
+}
+
+impl World {
+    fn start(&mut self) {
+        let (server, base, lines) = common::serve(&self.repo, &["--config", "conductor.toml"]);
+        std::thread::spawn(move || for _ in lines {});
+        self.server = Some(server);
+        self.base = base;
+    }
+
+    /// Clients on both environments' proxies.
+    fn traffic(&mut self) {
+        for env in ["stage", "prod"] {
+            let proxy = self.get(&format!("/api/v1/environments/{env}"))["listen"]
+                .as_str()
+                .expect("listens")
+                .to_owned();
+            let clients = common::traffic(&format!("http://{proxy}/greet?name=Dai"), 6, &self.stop);
+            self.load.extend(clients);
+        }
+    }
+
+    fn stop_traffic(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.load.drain(..) {
+            let _ = t.join();
+        }
+        self.stop = Arc::new(AtomicBool::new(false));
+    }
+
+    /// The conductor stopped (SIGTERM) and started again on the same store; the proxies
+    /// listen on new ports.
+    fn restart(&mut self) {
+        self.stop_traffic();
+        drop(self.server.take());
+        self.start();
+        self.traffic();
+    }
+
+    /// Polls the release until `done` says so (two minutes at most).
+    fn wait_for(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let t = std::time::Instant::now();
+        loop {
+            let r = self.get("/api/v1/releases/hello-service/1.1.0");
+            if done(&r) {
+                return r;
+            }
+            assert!(t.elapsed().as_secs() < 120, "never {what}: {r}");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+
+    fn cli(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self
+            .repo
+            .cmd(args)
+            .env("MAESTRO_TOKEN", &self.token)
+            .env("MAESTRO_REASON", "end-to-end test")
+            .output()
+            .expect("maestro");
+        (out.status.code(), text(&out))
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let mut resp = agent()
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .call()
+            .expect("GET");
+        assert_eq!(resp.status().as_u16(), 200, "{path}");
+        resp.body_mut().read_json().expect("json")
+    }
+
+    fn stable(&self, env: &str) -> String {
+        self.get(&format!("/api/v1/environments/{env}"))["stable"]["version"]
+            .as_str()
+            .expect("a stable release")
+            .to_owned()
+    }
+}
+
+/// v1 built, committed, tagged `v1.0.0` and running in both stages under traffic; then a
+/// `feat:` commit built (not yet reported to the conductor).
+fn world(smoke: &str) -> World {
+    let repo = Repo::example();
+    repo.git(&["init", "-q", "-b", "main"]);
+    repo.git(&["add", "-A"]);
+    repo.git(&["commit", "-q", "-m", "feat: the greeter"]);
+    repo.git(&["tag", "-a", "-m", "1.0.0", "v1.0.0"]);
+    let (code, out) = repo.maestro_run(&[]);
+    assert_eq!(code, 0, "{out}");
+    let v1 = repo.path().join("v1");
+    std::fs::create_dir_all(&v1).expect("mkdir");
+    for suffix in [
+        "",
+        ".sigstore.json",
+        ".intoto.sigstore.json",
+        ".sbom.sigstore.json",
+    ] {
+        std::fs::copy(
+            repo.path()
+                .join(format!("dist/hello-service.tar.gz{suffix}")),
+            v1.join(format!("hello-service.tar.gz{suffix}")),
+        )
+        .expect("keep v1");
+    }
+    std::fs::write(repo.path().join("conductor.toml"), config(smoke)).expect("config");
+    assert!(repo.run(&["audit", "key"]).status.success());
+    let out = repo.run(&[
+        "token",
+        "create",
+        "--name",
+        "release-manager",
+        "--actor",
+        "user:rm",
+        "--role",
+        "operator",
+        "--scope",
+        "releases:read",
+        "--scope",
+        "releases:write",
+        "--scope",
+        "deployments:read",
+        "--scope",
+        "deployments:write",
+        "--scope",
+        "runs:read",
+        "--scope",
+        "runs:write",
+        "--expires",
+        "1h",
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let token = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut w = World {
+        repo,
+        base: String::new(),
+        token,
+        server: None,
+        stop: Arc::new(AtomicBool::new(false)),
+        load: Vec::new(),
+    };
+    w.start();
+    let v1_artifact = v1.join("hello-service.tar.gz").display().to_string();
+    for env in ["stage", "prod"] {
+        let (code, out) = w.cli(&[
+            "deploy",
+            env,
+            &v1_artifact,
+            "--server",
+            &w.base,
+            "--reason",
+            "v1",
+            "--wait",
+        ]);
+        assert_eq!(code, Some(0), "{out}");
+    }
+    w.traffic();
+    let greeting = w.repo.path().join("app/greeting.py");
+    let src = std::fs::read_to_string(&greeting).expect("source");
+    std::fs::write(&greeting, format!("{src}\n# greetings in Welsh next\n")).expect("edit");
+    w.repo.git(&[
+        "commit",
+        "-q",
+        "-am",
+        "feat(greet): prepare Welsh greetings",
+    ]);
+    w
+}
+
+fn cut(w: &World, extra: &[&str]) -> (Option<i32>, String) {
+    let mut args = vec![
+        "release",
+        "cut",
+        "--service",
+        "hello-service",
+        "--artifact",
+        "dist/hello-service.tar.gz",
+        "--server",
+        &w.base,
+        "--reason",
+        "weekly release",
+    ];
+    args.extend_from_slice(extra);
+    w.cli(&args)
+}
+
+#[test]
+fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
+    let mut w = world(GREETS);
+    let v1 = w.stable("prod");
+
+    // The commit's gates are unknown to the conductor: refused, and it says why.
+    let (code, out) = cut(&w, &[]);
+    assert_eq!(code, Some(2), "{out}");
+    let flat = out
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(
+        flat.contains("422 gates_not_green: no pipeline run at commit"),
+        "{out}"
+    );
+
+    // Built and reported: the gates are green there.
+    let (code, out) = w.cli(&["run", "--log-format", "plain", "--server", &w.base]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cut(&w, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("release hello-service 1.1.0 cut from"),
+        "{out}"
+    );
+    assert!(out.contains("gate contract green"), "{out}");
+    assert!(out.contains("tagged v1.1.0"), "{out}");
+    let (code, out) = w.cli(&[
+        "release",
+        "promote",
+        "1.1.0",
+        "--service",
+        "hello-service",
+        "--server",
+        &w.base,
+        "--reason",
+        "weekly release",
+        "--detach",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // The conductor restarts while stage soaks: the train resumes where it was, by itself.
+    let soaking = w.wait_for("soaking in stage", |r| {
+        r["progress"]["stages"][0]["step"] == "soak"
+    });
+    let restarted_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis();
+    w.restart();
+    let r = w.wait_for("released", |r| {
+        matches!(
+            r["status"].as_str(),
+            Some("released" | "rolled_back" | "blocked")
+        )
+    });
+    assert_eq!(r["status"], "released", "{r}");
+    let started = soaking["progress"]["stages"][0]["soak_started_at_ms"]
+        .as_u64()
+        .expect("soak start");
+    assert_eq!(
+        r["progress"]["stages"][0]["soak_started_at_ms"].as_u64(),
+        Some(started)
+    );
+    assert!(u128::from(started) < restarted_at);
+    let events: Vec<&str> = r["progress"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    for line in [
+        "stage: canary promoted",
+        "stage: post-deploy verification passed",
+        "stage: soaked 4s",
+        "prod: canary promoted",
+        "prod: post-deploy verification passed",
+        "released: every stage promoted, verified and soaked",
+    ] {
+        assert!(events.contains(&line), "`{line}` missing: {events:?}");
+    }
+    let v2 = r["digest"].as_str().expect("digest")["sha256:".len()..][..12].to_owned();
+    assert_eq!(
+        (w.stable("stage"), w.stable("prod")),
+        (v2.clone(), v2.clone())
+    );
+    assert_ne!(v1, v2);
+    for s in r["progress"]["stages"].as_array().expect("stages") {
+        assert_eq!(s["step"], "done", "{s}");
+        assert_eq!(s["smoke"][0]["passed"], true, "{s}");
+        assert!(
+            s["checks"]
+                .as_array()
+                .expect("checks")
+                .iter()
+                .any(|c| c["during"] == "verify" && c["status"] == "pass"),
+            "{s}"
+        );
+        assert_eq!(s["previous"].as_str(), Some(v1.as_str()), "{s}");
+    }
+    assert!(
+        r["notes"]
+            .as_str()
+            .expect("notes")
+            .contains("prepare Welsh greetings")
+    );
+
+    // Nothing new to release; the same version twice is refused; a released release
+    // cannot be promoted again.
+    let (code, out) = cut(&w, &["--no-tag"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("nothing to release: 0 commit(s) since v1.1.0"),
+        "{out}"
+    );
+    w.repo.git(&["tag", "-d", "v1.1.0"]);
+    let (code, out) = cut(&w, &["--no-tag"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("release_exists"), "{out}");
+    let (code, out) = w.cli(&[
+        "release",
+        "promote",
+        "1.1.0",
+        "--service",
+        "hello-service",
+        "--server",
+        &w.base,
+        "--reason",
+        "again",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("has ended (released)"), "{out}");
+    let (code, status) = w.cli(&[
+        "release",
+        "status",
+        "1.1.0",
+        "--service",
+        "hello-service",
+        "--server",
+        &w.base,
+    ]);
+    assert_eq!(code, Some(0), "{status}");
+    assert!(status.contains("hello-service 1.1.0: released"), "{status}");
+    assert!(status.contains("prod: done"), "{status}");
+}
+
+#[test]
+fn a_failed_post_deploy_verification_rolls_the_release_back_everywhere() {
+    // The smoke suite fails in prod only.
+    let w = world(&format!(
+        r#"test "$MAESTRO_ENVIRONMENT" != prod || {{ echo "prod says no"; exit 3; }}; {GREETS}"#
+    ));
+    let v1 = w.stable("prod");
+    let (code, out) = w.cli(&["run", "--log-format", "plain", "--server", &w.base]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = cut(&w, &["--promote"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("stage: soaked"), "{out}");
+    assert!(
+        out.contains("prod: post-deploy verification failed: smoke `greets` failed (exit 3)"),
+        "{out}"
+    );
+    let r = w.get("/api/v1/releases/hello-service/1.1.0");
+    assert_eq!(r["status"], "rolled_back", "{r}");
+    assert_eq!((w.stable("stage"), w.stable("prod")), (v1.clone(), v1));
+    let prod = &r["progress"]["stages"][1];
+    assert!(
+        prod["smoke"][0]["output"]
+            .as_str()
+            .expect("output")
+            .contains("prod says no"),
+        "{prod}"
+    );
+    let events: Vec<&str> = r["progress"]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        events.iter().any(|e| e.starts_with("stage: back to")),
+        "{events:?}"
+    );
+    assert!(
+        events.iter().any(|e| e.starts_with("prod: back to")),
+        "{events:?}"
+    );
+}
