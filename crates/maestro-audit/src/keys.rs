@@ -133,6 +133,27 @@ impl LogKey {
     }
 }
 
+impl LogKey {
+    /// Signs `text` (lines ending in `\n`, not a checkpoint) as a C2SP signed note: how
+    /// the conductor vouches for other documents, such as a release's evidence manifest,
+    /// with the key auditors already trust for the log.
+    ///
+    /// # Errors
+    /// When `text` cannot be a note's text.
+    pub fn sign_note(&self, text: &str) -> Result<String, AuditError> {
+        if Checkpoint::from_bytes(text.as_bytes()).is_ok() {
+            return Err(AuditError::Key(
+                "a document signed with the log key must not read as a checkpoint".to_owned(),
+            ));
+        }
+        let mut note =
+            Note::new(text.as_bytes(), &[]).map_err(|e| AuditError::Key(e.to_string()))?;
+        note.add_sigs(&[&self.signer as &dyn signed_note::Signer])
+            .map_err(|e| AuditError::Key(e.to_string()))?;
+        String::from_utf8(note.to_bytes()).map_err(|e| AuditError::Key(e.to_string()))
+    }
+}
+
 /// Verifier keys an auditor trusts.
 #[derive(Clone, Default)]
 pub struct Trust {
@@ -207,12 +228,7 @@ impl Trust {
     pub fn verify(&self, note: &str) -> Result<Verified, String> {
         let parsed =
             Note::from_bytes(note.as_bytes()).map_err(|e| format!("not a signed note: {e}"))?;
-        let list = VerifierList::new(
-            self.keys
-                .iter()
-                .map(|k| Box::new(k.clone()) as Box<dyn signed_note::Verifier>)
-                .collect(),
-        );
+        let list = self.verifiers();
         let (ok, _) = parsed.verify(&list).map_err(|e| match e {
             signed_note::NoteError::UnverifiedNote => {
                 "no signature by a trusted key (was the log key rotated without a `key.rotate` entry, or is this another log?)".to_owned()
@@ -234,6 +250,33 @@ impl Trust {
     }
 }
 
+impl Trust {
+    fn verifiers(&self) -> VerifierList {
+        VerifierList::new(
+            self.keys
+                .iter()
+                .map(|k| Box::new(k.clone()) as Box<dyn signed_note::Verifier>)
+                .collect(),
+        )
+    }
+
+    /// Checks a signed note that is not a checkpoint (see [`LogKey::sign_note`]): a trusted
+    /// key signed it and every trusted signature is valid. Returns its text.
+    ///
+    /// # Errors
+    /// Says what failed.
+    pub fn verify_note(&self, note: &str) -> Result<String, String> {
+        let parsed =
+            Note::from_bytes(note.as_bytes()).map_err(|e| format!("not a signed note: {e}"))?;
+        let list = self.verifiers();
+        parsed.verify(&list).map_err(|e| match e {
+            signed_note::NoteError::UnverifiedNote => "no signature by a trusted key".to_owned(),
+            other => other.to_string(),
+        })?;
+        String::from_utf8(parsed.text().to_vec()).map_err(|e| e.to_string())
+    }
+}
+
 /// Parses an unsigned checkpoint's text out of a signed note (no verification).
 ///
 /// # Errors
@@ -248,6 +291,36 @@ pub fn peek(note: &str) -> Result<(u64, Hash), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_are_signed_as_notes_and_never_as_checkpoints() {
+        let (key, _) = LogKey::generate("example.com/audit").expect("key");
+        let (other, _) = LogKey::generate("example.com/other").expect("key");
+        let note = key
+            .sign_note("maestro.evidence/v1\nsha256:00\n")
+            .expect("sign");
+        let trust = Trust::new(&[key.vkey()]).expect("trust");
+        assert_eq!(
+            trust.verify_note(&note).expect("verifies"),
+            "maestro.evidence/v1\nsha256:00\n"
+        );
+        let tampered = note.replace("sha256:00", "sha256:01");
+        assert!(trust.verify_note(&tampered).is_err());
+        let stranger = Trust::new(&[other.vkey()]).expect("trust");
+        assert!(
+            stranger
+                .verify_note(&note)
+                .expect_err("untrusted")
+                .contains("no signature by a trusted key")
+        );
+        // A checkpoint's text is refused: a signed document can never pass for one.
+        assert!(
+            key.sign_note("example.com/audit\n1\nAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=\n")
+                .is_err()
+        );
+        // And a signed document is not a checkpoint.
+        assert!(trust.verify(&note).is_err());
+    }
 
     #[test]
     fn generated_keys_round_trip_and_sign() {

@@ -76,8 +76,9 @@ pub(crate) enum Command {
     /// Attest how artifacts were built: SLSA v1 provenance from the run that built them,
     /// signed in a DSSE envelope inside a Sigstore bundle.
     Attest(AttestArgs),
-    /// Verify an artifact's signature and, when given, its provenance against a policy.
-    Verify(VerifyArgs),
+    /// Verify an artifact's signature and, when given, its provenance against a policy;
+    /// or (`verify bundle FILE`) a release's evidence bundle, offline.
+    Verify(VerifyCmd),
     /// Software bill of materials from lockfiles: CycloneDX 1.6 or SPDX 2.3 JSON.
     Sbom(SbomArgs),
     /// Known vulnerabilities: lockfiles against OSV advisories in a local directory.
@@ -370,6 +371,15 @@ pub(crate) enum ReleaseCommand {
         release: ReleaseRef,
         #[arg(long)]
         json: bool,
+    },
+    /// Download the release's evidence bundle (signed by the conductor's audit log key);
+    /// check it offline with `maestro verify bundle FILE --key VKEY`.
+    Evidence {
+        #[command(flatten)]
+        release: ReleaseRef,
+        /// Where to write it (default: SERVICE-VERSION.evidence.tar.gz).
+        #[arg(long, short = 'o')]
+        out: Option<PathBuf>,
     },
     /// Return every stage the release reached to the release before it.
     Rollback {
@@ -1021,9 +1031,40 @@ pub(crate) struct AttestArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub(crate) struct VerifyCmd {
+    #[command(subcommand)]
+    pub what: Option<VerifyWhat>,
+    #[command(flatten)]
+    pub artifact: VerifyArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum VerifyWhat {
+    /// A release's evidence bundle (`maestro release evidence`), offline: the manifest's
+    /// signature by the conductor's audit log key, every file's digest, the artifact's
+    /// signature, provenance and SBOM, the gates, each audit entry's inclusion proof and
+    /// the canary reports. Exit 1 names each check that fails.
+    Bundle {
+        /// The bundle (`.evidence.tar.gz`).
+        file: PathBuf,
+        /// The conductor's audit log verifier key (`<name>+<id>+<base64>`, as `maestro
+        /// audit key` prints), or a file holding it; repeatable.
+        #[arg(long = "key", value_name = "KEY|FILE", required = true)]
+        keys: Vec<String>,
+        /// The released artifact: also check that it is the one the bundle is about.
+        #[arg(long)]
+        artifact: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
     /// The file to verify.
-    pub artifact: PathBuf,
+    #[arg(required = true)]
+    pub artifact: Option<PathBuf>,
     /// Trusted public key file (PEM); repeat for several. A bundle verifies when one of
     /// them accepts it.
     #[arg(

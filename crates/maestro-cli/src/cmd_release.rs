@@ -30,6 +30,7 @@ pub(crate) fn release(command: &ReleaseCommand) -> Result<u8, Failure> {
         } => promote(release, reason, *detach),
         ReleaseCommand::Status { release, json } => status(release, *json),
         ReleaseCommand::Rollback { release, reason } => rollback(release, reason),
+        ReleaseCommand::Evidence { release, out } => evidence(release, out.as_deref()),
     }
 }
 
@@ -359,4 +360,110 @@ fn changelog(from: &ReleaseFrom, file: &std::path::Path) -> Result<u8, Failure> 
         .map_err(|e| Failure::usage(e.to_string(), "a version goes into the changelog once"))?;
     eprintln!("{}: {version} added on top", path.display());
     Ok(OK)
+}
+
+/// The largest evidence bundle downloaded.
+const MAX_BUNDLE: u64 = maestro_evidence::MAX_BUNDLE_BYTES;
+
+fn evidence(r: &ReleaseRef, out: Option<&std::path::Path>) -> Result<u8, Failure> {
+    let mut c = conductor(&r.server)?;
+    let bytes = c
+        .download(
+            &format!("{}/evidence", release_path(&r.service, &r.version)),
+            "the evidence bundle",
+            MAX_BUNDLE,
+        )
+        .map_err(refused)?;
+    let path = out.map_or_else(
+        || std::path::PathBuf::from(format!("{}-{}.evidence.tar.gz", r.service, r.version)),
+        std::path::Path::to_path_buf,
+    );
+    maestro_evidence::write_file(&path, &bytes)
+        .map_err(|e| Failure::usage(e.to_string(), "choose a writable path with -o"))?;
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    println!(
+        "{} ({} bytes, sha256:{digest}); check it with `maestro verify bundle {} --key VKEY`",
+        path.display(),
+        bytes.len(),
+        path.display()
+    );
+    Ok(OK)
+}
+
+/// `maestro verify bundle`: a release's evidence, offline.
+pub(crate) fn verify_bundle(
+    file: &std::path::Path,
+    keys: &[String],
+    artifact: Option<&std::path::Path>,
+    as_json: bool,
+) -> Result<u8, Failure> {
+    let mut vkeys = Vec::new();
+    for k in keys {
+        let p = std::path::Path::new(k);
+        if p.is_file() {
+            let text = maestro_sign::read_limited(p, 64 * 1024)
+                .map_err(|e| Failure::usage(e.to_string(), "give the verifier key or its file"))?;
+            vkeys.extend(
+                String::from_utf8_lossy(&text)
+                    .lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        } else {
+            vkeys.push(k.clone());
+        }
+    }
+    let trust = maestro_audit::Trust::new(&vkeys).map_err(|e| {
+        Failure::usage(
+            e.to_string(),
+            "the conductor's audit verifier key, as `maestro audit key` prints it",
+        )
+    })?;
+    let read = |p: &std::path::Path, limit: u64| {
+        maestro_sign::read_limited(p, limit)
+            .map_err(|e| Failure::usage(format!("{}: {e}", p.display()), "give the file's path"))
+    };
+    let bytes = read(file, maestro_evidence::MAX_BUNDLE_BYTES)?;
+    let bundle = maestro_evidence::read(&bytes).map_err(|e| {
+        Failure::usage(
+            format!("{}: {e}", file.display()),
+            "download it with `maestro release evidence VERSION --service S`",
+        )
+    })?;
+    let artifact_bytes = artifact.map(|p| read(p, 4 << 30)).transpose()?;
+    let report = maestro_evidence::verify(&bundle, &trust, artifact_bytes.as_deref());
+    if as_json {
+        let v = json!({"ok": report.ok(), "report": report});
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        println!(
+            "{} {} ({}, commit {}, {})",
+            report.service,
+            report.version,
+            report.status.replace('_', " "),
+            report.commit.get(..12).unwrap_or(&report.commit),
+            report.artifact
+        );
+        for c in &report.checks {
+            println!(
+                "  {} {}: {}",
+                if c.ok { "ok  " } else { "FAIL" },
+                c.name,
+                c.detail
+            );
+        }
+        println!(
+            "{}",
+            if report.ok() {
+                "verified"
+            } else {
+                "NOT verified"
+            }
+        );
+    }
+    Ok(if report.ok() { OK } else { PIPELINE_FAILED })
 }

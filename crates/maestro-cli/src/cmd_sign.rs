@@ -456,7 +456,13 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<u8, Failure> {
         .iter()
         .map(|k| load_public(k))
         .collect::<Result<Vec<_>, _>>()?;
-    load_artifact(&args.artifact, false)?;
+    let Some(artifact) = args.artifact.as_deref() else {
+        return Err(Failure::usage(
+            "no artifact to verify",
+            "maestro verify ARTIFACT --key KEY, or maestro verify bundle FILE --key VKEY",
+        ));
+    };
+    load_artifact(artifact, false)?;
     let mut required = Vec::new();
     for r in &args.require {
         required.push(
@@ -485,15 +491,15 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<u8, Failure> {
                 || (kind == Kind::Provenance && policy_set);
             Wanted {
                 kind,
-                bundle: given.unwrap_or_else(|| kind.bundle_path(&args.artifact)),
+                bundle: given.unwrap_or_else(|| kind.bundle_path(artifact)),
                 required,
             }
         })
         .collect();
-    let name = args.artifact.display().to_string();
+    let name = artifact.display().to_string();
     let trust = Trust { keys, policy };
-    let report = evidence::check_bundles(&args.artifact, &name, &trust, &wanted)
-        .map_err(|e| verify_failure(&e, &args.artifact))?;
+    let report = evidence::check_bundles(artifact, &name, &trust, &wanted)
+        .map_err(|e| verify_failure(&e, artifact))?;
     if args.json {
         println!(
             "{}",
@@ -527,7 +533,7 @@ pub(crate) fn verify(args: &VerifyArgs) -> Result<u8, Failure> {
         report: miette::miette!(
             help = "do not deploy this artifact; rebuild, sign and attest it in the pipeline, or check the key and bundle paths",
             "verification of {} failed:\n  {}",
-            args.artifact.display(),
+            artifact.display(),
             report.describe_problems().join("\n  ")
         ),
     })

@@ -74,7 +74,15 @@ pub fn main() -> ExitCode {
         Command::Keys { command } => cmd_sign::keys(&command),
         Command::Sign(a) => cmd_sign::sign(&a),
         Command::Attest(a) => cmd_sign::attest(&a),
-        Command::Verify(a) => cmd_sign::verify(&a),
+        Command::Verify(v) => match v.what {
+            Some(crate::args::VerifyWhat::Bundle {
+                file,
+                keys,
+                artifact,
+                json,
+            }) => cmd_release::verify_bundle(&file, &keys, artifact.as_deref(), json),
+            None => cmd_sign::verify(&v.artifact),
+        },
         Command::Sbom(a) => cmd_sbom::sbom(&a),
         Command::Sca(a) => cmd_sca::sca(&a),
         Command::Licenses(a) => cmd_sca::licenses(&a),

@@ -203,6 +203,42 @@ impl Conductor {
         self.request("GET", path, what, None, None)
     }
 
+    /// One `GET` of a file (a release's evidence bundle), at most `limit` bytes.
+    ///
+    /// # Errors
+    /// As [`Conductor::post`]; a larger answer is refused.
+    pub fn download(&mut self, path: &str, what: &str, limit: u64) -> Result<Vec<u8>, ClientError> {
+        let unavailable = |message: String| ClientError::Unavailable {
+            base: self.base.clone(),
+            what: what.to_owned(),
+            message,
+        };
+        let bearer = self.credential.bearer(&self.agent, now_s())?;
+        let sent = self
+            .agent
+            .get(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", bearer.as_str()))
+            .call();
+        drop(bearer);
+        let mut resp = sent.map_err(|e| unavailable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return resp
+                .body_mut()
+                .with_config()
+                .limit(limit)
+                .read_to_vec()
+                .map_err(|e| unavailable(e.to_string()));
+        }
+        let answer: Value = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_ANSWER)
+            .read_json()
+            .unwrap_or(Value::Null);
+        Err(self.failed(what, status, &answer))
+    }
+
     /// One `POST` of a sensitive action, with its reason (`X-Maestro-Reason`).
     ///
     /// # Errors
@@ -255,20 +291,30 @@ impl Conductor {
         if (200..300).contains(&status) {
             return Ok(answer);
         }
+        Err(self.failed(what, status, &answer))
+    }
+
+    /// The error for a non-2xx answer: unavailable (5xx, 408, 429: worth retrying) or
+    /// refused, with the conductor's code and message.
+    fn failed(&self, what: &str, status: u16, answer: &Value) -> ClientError {
         let code = answer["error"]["code"].as_str().unwrap_or("").to_owned();
         let message = answer["error"]["message"]
             .as_str()
             .unwrap_or("no message")
             .to_owned();
         if status >= 500 || status == 408 || status == 429 {
-            return Err(unavailable(format!("{status} {code}: {message}")));
+            return ClientError::Unavailable {
+                base: self.base.clone(),
+                what: what.to_owned(),
+                message: format!("{status} {code}: {message}"),
+            };
         }
-        Err(ClientError::Refused {
+        ClientError::Refused {
             what: what.to_owned(),
             status,
             code,
             message,
-        })
+        }
     }
 
     /// Opens a run, trying up to `attempts` times (1 s, 2 s, … apart) while the conductor

@@ -30,7 +30,7 @@ impl Checked {
     pub fn json(&self) -> Option<&Value> {
         match &self.0 {
             Body::Json(v) => Some(v),
-            Body::Metrics(_) => None,
+            Body::Metrics(_) | Body::Bytes { .. } => None,
         }
     }
 }
@@ -40,6 +40,12 @@ enum Body {
     Json(Value),
     /// Prometheus/OpenMetrics exposition text.
     Metrics(String),
+    /// A file to download.
+    Bytes {
+        content_type: &'static str,
+        filename: String,
+        bytes: Vec<u8>,
+    },
 }
 
 /// An error answer: status, a stable code and a message for people.
@@ -96,6 +102,22 @@ impl IntoResponse for Checked {
     fn into_response(self) -> Response {
         match self.0 {
             Body::Json(v) => (self.1, axum::Json(v)).into_response(),
+            Body::Bytes {
+                content_type,
+                filename,
+                bytes,
+            } => (
+                self.1,
+                [
+                    (header::CONTENT_TYPE, content_type.to_owned()),
+                    (
+                        header::CONTENT_DISPOSITION,
+                        format!("attachment; filename=\"{filename}\""),
+                    ),
+                ],
+                bytes,
+            )
+                .into_response(),
             Body::Metrics(text) => (
                 [(
                     header::CONTENT_TYPE,
@@ -171,6 +193,30 @@ impl Authorized {
     ///
     /// # Errors
     /// [`ApiError`] 404 when denied.
+    /// A file as the answer (`Content-Disposition: attachment`) when the policy allows it.
+    ///
+    /// # Errors
+    /// [`ApiError`] 404 when denied.
+    pub fn release_file(
+        &self,
+        resource: &Resource,
+        content_type: &'static str,
+        filename: String,
+        bytes: Vec<u8>,
+    ) -> Result<Checked, ApiError> {
+        if !self.visible(resource) {
+            return Err(not_found(resource));
+        }
+        Ok(Checked(
+            Body::Bytes {
+                content_type,
+                filename,
+                bytes,
+            },
+            StatusCode::OK,
+        ))
+    }
+
     pub fn release_metrics(&self, resource: &Resource, text: String) -> Result<Checked, ApiError> {
         if !self.visible(resource) {
             return Err(not_found(resource));
@@ -422,6 +468,15 @@ pub const ENDPOINTS: &[Endpoint] = &[
         kind: "release",
         sensitive: false,
         handler: crate::train::read,
+    },
+    Endpoint {
+        method: "GET",
+        path: "/api/v1/releases/{service}/{version}/evidence",
+        action: "releases.read",
+        scope: "releases:read",
+        kind: "release",
+        sensitive: false,
+        handler: crate::train::evidence,
     },
     Endpoint {
         method: "POST",
@@ -770,9 +825,13 @@ impl Audited {
                 "this conductor has no audit log key (MAESTRO_AUDIT_KEY)",
             ));
         };
-        let target = match path.get("id").or_else(|| path.get("key")) {
-            Some(id) => format!("{}:{id}", e.kind),
-            None => e.kind.to_owned(),
+        let target = match (
+            path.get("id").or_else(|| path.get("key")),
+            path.get("service").zip(path.get("version")),
+        ) {
+            (Some(id), _) => format!("{}:{id}", e.kind),
+            (None, Some((service, version))) => format!("{}:{service}/{version}", e.kind),
+            (None, None) => e.kind.to_owned(),
         };
         let entry = maestro_audit::NewEntry {
             actor: maestro_audit::Actor {

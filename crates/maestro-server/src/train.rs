@@ -795,25 +795,212 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
                     ),
                 )
             })?;
-        ctx.auth
-            .release_created(&r, view(&ReleaseRow { id, ..row }))
+        let row = ReleaseRow { id, ..row };
+        let detail = format!("cut by {}: {}", ctx.auth.actor.id, row.reason);
+        audit(&ctx.auth.state, &row, "release.cut", &detail, Some(run)).await;
+        ctx.auth.release_created(&r, view(&row))
     })
+}
+
+/// The largest artifact evidence bundle or trusted key copied into a release's evidence.
+const MAX_EVIDENCE_FILE: u64 = 16 << 20;
+/// The most audit entries of one kind (target) a bundle carries.
+const MAX_AUDIT_ENTRIES: usize = 1_000;
+
+/// `GET /api/v1/releases/{service}/{version}/evidence`: the release's evidence bundle
+/// (`maestro-evidence`), its manifest signed with the conductor's audit log key.
+pub(crate) fn evidence(ctx: Ctx) -> Answer {
+    Box::pin(async move {
+        let (row, r) = row(&ctx).await?;
+        let state = Arc::clone(&ctx.auth.state);
+        let Some(key) = state.audit_key.clone() else {
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the evidence bundle is signed with the audit log key, and this conductor has none (MAESTRO_AUDIT_KEY)",
+            ));
+        };
+        let bytes = build_evidence(&state, &row, key)
+            .await
+            .map_err(|m| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "evidence_failed", m))?;
+        ctx.auth.release_file(
+            &r,
+            "application/gzip",
+            format!("{}-{}.evidence.tar.gz", row.service, row.version),
+            bytes,
+        )
+    })
+}
+
+async fn build_evidence(
+    state: &Arc<AppState>,
+    row: &ReleaseRow,
+    key: Arc<maestro_audit::LogKey>,
+) -> Result<Vec<u8>, String> {
+    let progress: Progress = serde_json::from_str(&row.state).unwrap_or_default();
+    let mut files: Vec<(String, Vec<u8>)> = Vec::new();
+    let json = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
+    files.push(("release.json".to_owned(), json(&view(row))));
+    files.push(("notes.md".to_owned(), row.notes.clone().into_bytes()));
+
+    // The gates and test reports of the run it was cut from, and the waivers it used.
+    let run = progress.run;
+    let (detail, waivers, deployments) = {
+        let ids: Vec<i64> = progress
+            .stages
+            .iter()
+            .filter_map(|s| s.deployment)
+            .collect();
+        state
+            .pool
+            .with(move |s| {
+                let detail = run.map(|r| s.run_detail(r)).transpose()?;
+                let waivers: Vec<_> = s
+                    .waiver_uses(10_000)?
+                    .into_iter()
+                    .filter(|w| run.is_some() && w.run_id == run)
+                    .collect();
+                let mut deployments = Vec::new();
+                for id in ids {
+                    if let Some(d) = s.deployment(id)? {
+                        deployments.push(d);
+                    }
+                }
+                Ok((detail, waivers, deployments))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+    };
+    files.push((
+        "gates.json".to_owned(),
+        json(&json!({"run": detail, "gates": progress.gates, "migrations_changed": progress.migrations_changed})),
+    ));
+    files.push(("waivers.json".to_owned(), json(&json!(waivers))));
+    let mut targets = vec![format!("release:{}/{}", row.service, row.version)];
+    for d in &deployments {
+        let canary: Value = serde_json::from_str(&d.state).unwrap_or_default();
+        files.push((
+            format!("canary/{}.json", d.environment),
+            json(&json!({
+                "id": d.id, "environment": d.environment, "service": d.service,
+                "version": d.version, "artifact": d.artifact, "previous": d.previous,
+                "status": d.status, "actor": d.actor, "reason": d.reason,
+                "created_at_ms": d.created_at_ms, "updated_at_ms": d.updated_at_ms,
+                "canary": canary,
+            })),
+        ));
+        targets.push(format!("environment:{}/deployment:{}", d.environment, d.id));
+    }
+
+    // The artifact's evidence as the first stage verified it, and the keys it trusted.
+    let artifact = PathBuf::from(&row.artifact);
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "artifact".to_owned());
+    for kind in maestro_sign::evidence::Kind::ALL {
+        let path = kind.bundle_path(&artifact);
+        let bytes = maestro_sign::read_limited(&path, MAX_EVIDENCE_FILE)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        files.push((format!("artifact/{name}{}", kind.suffix()), bytes));
+    }
+    let first = progress
+        .stages
+        .first()
+        .map(|s| s.environment.clone())
+        .unwrap_or_default();
+    let keys = trust_keys(state, &first);
+    for (i, k) in keys.iter().enumerate() {
+        let pem = maestro_sign::read_limited(k, MAX_EVIDENCE_FILE)
+            .map_err(|e| format!("trusted key {}: {e}", k.display()))?;
+        files.push((format!("artifact/keys/{i}.pub"), pem));
+    }
+
+    // Its audit entries, each with an inclusion proof against one signed checkpoint.
+    let tenant = row.tenant.clone();
+    let (items, checkpoint) = state
+        .audit
+        .with(move |log| {
+            let Some((size, note)) = log.checkpoint()? else {
+                return Ok((Vec::new(), String::new()));
+            };
+            let mut indexes = Vec::new();
+            for t in targets {
+                let q = maestro_audit::Query {
+                    target: Some(t),
+                    tenant: Some(tenant.clone()),
+                    limit: MAX_AUDIT_ENTRIES,
+                    ..maestro_audit::Query::default()
+                };
+                indexes.extend(
+                    log.list(&q)?
+                        .into_iter()
+                        .map(|e| e.index)
+                        .filter(|&i| i < size),
+                );
+            }
+            indexes.sort_unstable();
+            indexes.dedup();
+            let mut items = Vec::new();
+            for i in indexes {
+                let (_, body) = log.entry(i)?;
+                items.push(maestro_evidence::AuditItem {
+                    index: i,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                    proof: log.prove(i, Some(size))?,
+                });
+            }
+            Ok((items, note))
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    files.push((
+        "audit/entries.json".to_owned(),
+        serde_json::to_vec_pretty(&items).unwrap_or_default(),
+    ));
+    files.push(("audit/checkpoint".to_owned(), checkpoint.into_bytes()));
+    files.push((
+        "audit/vkey".to_owned(),
+        format!("{}\n", key.vkey()).into_bytes(),
+    ));
+
+    let header = maestro_evidence::Header {
+        service: row.service.clone(),
+        version: row.version.clone(),
+        commit: row.commit.clone(),
+        artifact: row.digest.clone(),
+        status: row.status.clone(),
+        created_at: jiff::Timestamp::now().to_string(),
+    };
+    tokio::task::spawn_blocking(move || {
+        maestro_evidence::write(header, files, |text| {
+            key.sign_note(text).map_err(|e| e.to_string())
+        })
+        .map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// The artifact's evidence, verified with the first stage's trusted keys: its digest and a
 /// summary.
+/// The keys the environment `name` trusts.
+fn trust_keys(state: &AppState, name: &str) -> Vec<PathBuf> {
+    state
+        .environment_configs
+        .iter()
+        .find(|e| e.spec.name == name)
+        .map(|e| e.trust_keys.clone())
+        .unwrap_or_default()
+}
+
 async fn verify_evidence(
     state: &Arc<AppState>,
     train: &Train,
     artifact: &Path,
 ) -> Result<(String, String), String> {
     let first = train.stages.first().cloned().unwrap_or_default();
-    let keys = state
-        .environment_configs
-        .iter()
-        .find(|e| e.spec.name == first)
-        .map(|e| e.trust_keys.clone())
-        .unwrap_or_default();
+    let keys = trust_keys(state, &first);
     let artifact = artifact.to_path_buf();
     tokio::task::spawn_blocking(move || crate::release::verified_digest(&artifact, &keys))
         .await
@@ -852,6 +1039,7 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
                     save(&state, row.id, "progressing", &progress)
                         .await
                         .map_err(|e| ApiError::store(&e))?;
+                    audit(&state, &row, "release.promoting", &who, progress.run).await;
                 }
                 spawn_driver(&state, train, row.id, &row.service, &row.version);
             }
@@ -1037,6 +1225,15 @@ async fn drive(
             save(state, id, "released", &p)
                 .await
                 .map_err(|e| e.to_string())?;
+            let stages = train.stages.join(", ");
+            audit(
+                state,
+                &row,
+                "release.released",
+                &format!("promoted, verified and soaked in {stages}"),
+                p.run,
+            )
+            .await;
             return Ok(());
         };
         let name = p.stages[i].environment.clone();
@@ -1046,7 +1243,7 @@ async fn drive(
             "pending" => {
                 let (env, cfg) = match environment(state, &name).await {
                     Ok(e) => e,
-                    Err(m) => return block(state, id, &mut p, m).await,
+                    Err(m) => return block(state, &row, &mut p, m).await,
                 };
                 // Deployed before a restart, the step not yet saved: carry on with it.
                 let (n, since) = (name.clone(), row.created_at_ms);
@@ -1092,10 +1289,10 @@ async fn drive(
                             "{name}: the artifact is now {} (cut as {}): it changed after the cut",
                             u.digest, row.digest
                         );
-                        return block(state, id, &mut p, m).await;
+                        return block(state, &row, &mut p, m).await;
                     }
                     Err(m) => {
-                        return block(state, id, &mut p, format!("{name}: evidence: {m}")).await;
+                        return block(state, &row, &mut p, format!("{name}: evidence: {m}")).await;
                     }
                 };
                 let limits = env.limits().clone();
@@ -1109,7 +1306,7 @@ async fn drive(
                         let m = format!(
                             "{name}: its SLO is not healthy before the promotion (stable {stable}): {why}"
                         );
-                        return block(state, id, &mut p, m).await;
+                        return block(state, &row, &mut p, m).await;
                     }
                     p.stages[i].previous = Some(stable);
                 }
@@ -1140,10 +1337,10 @@ async fn drive(
                         let m = format!(
                             "{name}: deployment {other} is in progress there: wait for it or abort it, then promote again"
                         );
-                        return block(state, id, &mut p, m).await;
+                        return block(state, &row, &mut p, m).await;
                     }
                     Err(e) => {
-                        return block(state, id, &mut p, format!("{name}: {e}")).await;
+                        return block(state, &row, &mut p, format!("{name}: {e}")).await;
                     }
                 }
                 save(state, id, "progressing", &p)
@@ -1282,15 +1479,60 @@ fn humanize(d: Duration) -> String {
 
 async fn block(
     state: &Arc<AppState>,
-    id: i64,
+    row: &ReleaseRow,
     p: &mut Progress,
     why: String,
 ) -> Result<(), String> {
     p.event(format!("blocked: {why}"));
+    audit(state, row, "release.blocked", &why, p.run).await;
     p.reason = Some(why);
-    save(state, id, "blocked", p)
+    save(state, row.id, "blocked", p)
         .await
         .map_err(|e| e.to_string())
+}
+
+/// An audit entry of the release, by the conductor (target `release:<service>/<version>`,
+/// linked to the artifact, the version and the run whose gates it was cut from).
+async fn audit(
+    state: &Arc<AppState>,
+    row: &ReleaseRow,
+    action: &str,
+    detail: &str,
+    run: Option<i64>,
+) {
+    let Some(key) = state.audit_key.clone() else {
+        return;
+    };
+    let entry = maestro_audit::NewEntry {
+        actor: maestro_audit::Actor {
+            id: "conductor".to_owned(),
+            via: "train".to_owned(),
+        },
+        action: action.to_owned(),
+        target: format!("release:{}/{}", row.service, row.version),
+        params: json!({"service": row.service, "version": row.version, "commit": row.commit}),
+        reason: Some(
+            detail
+                .chars()
+                .take(maestro_audit::entry::MAX_REASON_BYTES / 4)
+                .collect(),
+        ),
+        result: maestro_audit::Outcome::Success,
+        links: maestro_audit::Links {
+            artifact: Some(row.digest.clone()),
+            release: Some(row.version.clone()),
+            run,
+            ..maestro_audit::Links::default()
+        },
+        tenant: Some(row.tenant.clone()),
+    };
+    if let Err(e) = state.audit.with(move |log| log.append(&key, &entry)).await {
+        crate::log::event(
+            "error",
+            "audit append failed",
+            &[("error", json!(e.to_string()))],
+        );
+    }
 }
 
 /// A failed verification or soak, or a rolled-back canary: every stage the release reached
@@ -1389,6 +1631,7 @@ async fn roll_back(state: &Arc<AppState>, row: &ReleaseRow, why: &str) -> Result
     save(state, row.id, "rolled_back", &p)
         .await
         .map_err(|e| e.to_string())?;
+    audit(state, row, "release.rolled_back", why, p.run).await;
     if problems.is_empty() {
         Ok(())
     } else {

@@ -317,6 +317,48 @@ pub fn check_bundles(
     })
 }
 
+/// Checks bundles already read (`kind`, bytes) for an artifact known only by its SHA-256:
+/// what an auditor does with a release's evidence bundle, which carries the bundles but not
+/// the artifact. Ed25519 signatures cover the artifact's bytes, so they need `bytes`.
+#[must_use]
+pub fn check_digest(
+    sha256: [u8; 32],
+    bytes: Option<&[u8]>,
+    name: &str,
+    trust: &Trust,
+    bundles: &[(Kind, Vec<u8>)],
+) -> Report {
+    let artifact = Artifact {
+        name,
+        sha256,
+        bytes,
+    };
+    let evidence = Kind::ALL
+        .iter()
+        .map(|&kind| {
+            let outcome = match bundles.iter().find(|(k, _)| *k == kind) {
+                Some((_, b)) => match verify_kind(kind, b, &artifact, trust) {
+                    Ok(v) => Outcome::Verified(v),
+                    Err(e) => Outcome::Invalid {
+                        error: e.to_string(),
+                    },
+                },
+                None => Outcome::Missing,
+            };
+            Evidence {
+                kind,
+                bundle: PathBuf::from(format!("{name}{}", kind.suffix())),
+                outcome,
+            }
+        })
+        .collect();
+    Report {
+        artifact: name.to_owned(),
+        sha256: hex::encode(sha256),
+        evidence,
+    }
+}
+
 fn verify_kind(
     kind: Kind,
     bundle: &[u8],

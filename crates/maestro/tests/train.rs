@@ -370,6 +370,68 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
             .contains("prepare Welsh greetings")
     );
 
+    // The evidence bundle, downloaded and verified offline with the log's verifier key.
+    let (code, out) = w.cli(&[
+        "release",
+        "evidence",
+        "1.1.0",
+        "--service",
+        "hello-service",
+        "--server",
+        &w.base,
+        "-o",
+        "evidence.tar.gz",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    let vkey = String::from_utf8_lossy(&w.repo.run(&["audit", "key"]).stdout)
+        .trim()
+        .to_owned();
+    let (code, out) = w.cli(&[
+        "verify",
+        "bundle",
+        "evidence.tar.gz",
+        "--key",
+        &vkey,
+        "--artifact",
+        "dist/hello-service.tar.gz",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    for line in [
+        "hello-service 1.1.0 (released, commit",
+        "ok   manifest signature",
+        "ok   artifact evidence: signature, provenance and SBOM attestation of hello-service.tar.gz verify",
+        "ok   gates: 7 gate(s) green",
+        "ok   canary reports: 2 canary report(s)",
+        "verified",
+    ] {
+        assert!(out.contains(line), "`{line}` missing:\n{out}");
+    }
+    let bundle = maestro_evidence::read(
+        &std::fs::read(w.repo.path().join("evidence.tar.gz")).expect("bundle"),
+    )
+    .expect("read");
+    let entries: Vec<serde_json::Value> =
+        serde_json::from_slice(&bundle.files["audit/entries.json"]).expect("entries");
+    let actions: Vec<String> = entries
+        .iter()
+        .map(|e| {
+            let body: Value =
+                serde_json::from_str(e["body"].as_str().expect("body")).expect("entry");
+            body["action"].as_str().expect("action").to_owned()
+        })
+        .collect();
+    for a in [
+        "release.cut",
+        "release.promoting",
+        "releases.promote",
+        "deploy.started",
+        "deploy.promoted",
+        "release.released",
+    ] {
+        assert!(actions.iter().any(|x| x == a), "{a} missing: {actions:?}");
+    }
+    assert!(bundle.files.contains_key("gates.json") && bundle.files.contains_key("notes.md"));
+
     // Nothing new to release; the same version twice is refused; a released release
     // cannot be promoted again.
     let (code, out) = cut(&w, &["--no-tag"]);
