@@ -53,9 +53,14 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/console/runs/{id}", get(run_page))
         .route("/console/runs/{id}/jobs/{job}", get(job_page))
         .route("/console/audit", get(audit_page))
+        .route("/console/releases", get(releases_page))
         .route(
-            "/console/releases",
-            get(|State(s): State<Arc<AppState>>, h: HeaderMap| later(s, h, "Releases", 8)),
+            "/console/releases/{service}/{version}",
+            get(release_page).post(release_control),
+        )
+        .route(
+            "/console/releases/{service}/{version}/evidence",
+            get(release_evidence),
         )
         .route("/console/canaries", get(canaries_page))
         .route(
@@ -686,14 +691,11 @@ async fn flags_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
         Ok(a) => a,
         Err(r) => return r,
     };
-    let answer = api::dispatch_as(
-        Arc::clone(&state),
-        actor.clone(),
-        "GET",
+    let answer = rest_get(
+        &state,
+        &actor,
         "/api/v1/flags",
         std::collections::HashMap::new(),
-        json!({}),
-        "",
     )
     .await;
     let data = match answer {
@@ -851,18 +853,235 @@ fn urlencode_id(id: &str) -> String {
     id.chars().filter(char::is_ascii_digit).collect()
 }
 
-async fn later(state: Arc<AppState>, headers: HeaderMap, title: &str, issue: u32) -> Response {
+/// Milliseconds since the epoch as RFC 3339 (seconds).
+fn at_ms(ms: &Value) -> String {
+    ms.as_i64()
+        .and_then(|m| jiff::Timestamp::from_millisecond(m).ok())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// A GET of the REST API as the signed-in user.
+async fn rest_get(
+    state: &Arc<AppState>,
+    actor: &Actor,
+    template: &str,
+    path: std::collections::HashMap<String, String>,
+) -> Result<api::Checked, ApiError> {
+    api::dispatch_as(
+        Arc::clone(state),
+        actor.clone(),
+        "GET",
+        template,
+        path,
+        json!({}),
+        "",
+    )
+    .await
+}
+
+fn release_path(service: &str, version: &str) -> std::collections::HashMap<String, String> {
+    [
+        ("service".to_owned(), service.to_owned()),
+        ("version".to_owned(), version.to_owned()),
+    ]
+    .into_iter()
+    .collect()
+}
+
+/// A path segment for a link or redirect: the characters a service or SemVer may hold.
+fn segment(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '+'))
+        .collect()
+}
+
+async fn releases_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     let actor = match signed_in(&state, &headers).await {
         Ok(a) => a,
         Err(r) => return r,
     };
+    let data = match rest_get(
+        &state,
+        &actor,
+        "/api/v1/releases",
+        std::collections::HashMap::new(),
+    )
+    .await
+    {
+        Ok(c) => c.json().cloned().unwrap_or_default(),
+        Err(e) => return failure(Some(&actor), &e),
+    };
+    let releases = data["releases"].as_array().cloned().unwrap_or_default();
     page(
         StatusCode::OK,
-        title,
+        "Releases",
         Some(&actor),
         &html! {
-            h1 { (title) }
-            p.empty { "Not built yet: arrives with issue " (issue) "." }
+            h1 { "Releases" }
+            @if releases.is_empty() {
+                p.empty { "No release yet. " code { "maestro release cut" } " cuts one from a green commit (docs/release.md)." }
+            } @else {
+                table #releases {
+                    thead { tr { th { "Release" } th { "Status" } th { "Stages" } th { "Commit" } th { "By" } th { "Why" } th { "Cut" } } }
+                    tbody {
+                        @for r in &releases {
+                            tr class={ "release release-" (text(&r["status"])) } {
+                                td { a href={ "/console/releases/" (segment(&text(&r["service"]))) "/" (segment(&text(&r["version"]))) } { (text(&r["service"])) " " (text(&r["version"])) } }
+                                td { (status_badge(&r["status"])) }
+                                td {
+                                    @for s in r["progress"]["stages"].as_array().into_iter().flatten() {
+                                        span.stage { (text(&s["environment"])) ": " (status_badge(&s["step"])) } " "
+                                    }
+                                }
+                                td { code { (text(&r["commit"]).get(..12).unwrap_or_default()) } }
+                                td { (text(&r["actor"])) }
+                                td { (text(&r["reason"])) }
+                                td.nowrap { time { (at_ms(&r["created_at_ms"])) } }
+                            }
+                        }
+                    }
+                }
+            }
         },
     )
+}
+
+async fn release_page(
+    State(state): State<Arc<AppState>>,
+    Path((service, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    let r = match rest_get(
+        &state,
+        &actor,
+        "/api/v1/releases/{service}/{version}",
+        release_path(&service, &version),
+    )
+    .await
+    {
+        Ok(c) => c.json().cloned().unwrap_or_default(),
+        Err(e) if e.status == StatusCode::NOT_FOUND => {
+            return not_found(&actor, &format!("Release {service} {version}"));
+        }
+        Err(e) => return failure(Some(&actor), &e),
+    };
+    let p = &r["progress"];
+    let link = format!(
+        "/console/releases/{}/{}",
+        segment(&service),
+        segment(&version)
+    );
+    let ended = matches!(r["status"].as_str(), Some("released" | "rolled_back"));
+    page(
+        StatusCode::OK,
+        &format!("Release {service} {version}"),
+        Some(&actor),
+        &html! {
+            h1 { (text(&r["service"])) " " (text(&r["version"])) }
+            p { (status_badge(&r["status"])) " from commit " code { (text(&r["commit"])) } @if !p["run"].is_null() { " — " a href={ "/console/runs/" (text(&p["run"])) } { "run #" (text(&p["run"])) } } }
+            p { "Artifact " code.digest { (text(&r["digest"])) } }
+            @if !p["reason"].is_null() { p #why .error { (text(&p["reason"])) } }
+            p { "Cut by " (text(&r["actor"])) ": " (text(&r["reason"])) " — " a #evidence href={ (link) "/evidence" } { "evidence bundle" } }
+            @if !ended {
+                form #control method="post" action=(link) {
+                    input type="text" name="reason" required maxlength="1024" placeholder="reason (audited)";
+                    button type="submit" name="action" value="promote" { @if r["status"] == "progressing" { "Resume" } @else { "Promote" } }
+                    button.danger type="submit" name="action" value="rollback" { "Roll back" }
+                }
+            }
+            h2 { "Gates" }
+            table #gates {
+                thead { tr { th { "Gate" } th { "Status" } th { "Jobs" } } }
+                tbody {
+                    @for g in p["gates"].as_array().into_iter().flatten() {
+                        tr {
+                            td { (text(&g["gate"])) }
+                            td { @if g["green"] == true { (status_badge(&json!("succeeded"))) } @else { (status_badge(&json!("failed"))) } }
+                            td { @for j in g["jobs"].as_array().into_iter().flatten() { code { (text(&j[0])) } " " (text(&j[1])) "; " } }
+                        }
+                    }
+                }
+            }
+            h2 { "Stages" }
+            table #stages {
+                thead { tr { th { "Environment" } th { "Step" } th { "Canary" } th { "Smoke" } th { "Golden signals" } } }
+                tbody {
+                    @for st in p["stages"].as_array().into_iter().flatten() {
+                        tr class={ "stage stage-" (text(&st["step"])) } {
+                            td { (text(&st["environment"])) }
+                            td { (status_badge(&st["step"])) }
+                            td { @if !st["deployment"].is_null() { a href={ "/console/canaries/" (text(&st["deployment"])) } { "#" (text(&st["deployment"])) } } }
+                            td { @for k in st["smoke"].as_array().into_iter().flatten() {
+                                (text(&k["name"])) " " @if k["passed"] == true { (status_badge(&json!("succeeded"))) } @else { (status_badge(&json!("failed"))) } br;
+                            } }
+                            td { @if let Some(c) = st["checks"].as_array().and_then(|c| c.last()) {
+                                (text(&c["during"])) " " (status_badge(&c["status"])) br; small { (text(&c["why"])) }
+                            } }
+                        }
+                    }
+                }
+            }
+            h2 { "Events" }
+            ol #events {
+                @for e in p["events"].as_array().into_iter().flatten() {
+                    li { time { (at_ms(&e["at_ms"])) } " " (text(&e["message"])) }
+                }
+            }
+            h2 { "Notes" }
+            pre #notes { (text(&r["notes"])) }
+        },
+    )
+}
+
+/// `POST /console/releases/{service}/{version}`: promote (or resume) or roll back.
+async fn release_control(
+    State(state): State<Arc<AppState>>,
+    Path((service, version)): Path<(String, String)>,
+    headers: HeaderMap,
+    Form(f): Form<ControlForm>,
+) -> Response {
+    let back = format!(
+        "/console/releases/{}/{}",
+        segment(&service),
+        segment(&version)
+    );
+    let mut path = release_path(&service, &version);
+    path.insert("action".to_owned(), f.action);
+    submit(
+        &state,
+        &headers,
+        "/api/v1/releases/{service}/{version}/{action}",
+        path,
+        &f.reason,
+        &back,
+    )
+    .await
+}
+
+/// The evidence bundle, downloaded with the console's session.
+async fn release_evidence(
+    State(state): State<Arc<AppState>>,
+    Path((service, version)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let actor = match signed_in(&state, &headers).await {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
+    match rest_get(
+        &state,
+        &actor,
+        "/api/v1/releases/{service}/{version}/evidence",
+        release_path(&service, &version),
+    )
+    .await
+    {
+        Ok(c) => hardened(c.into_response()),
+        Err(e) => failure(Some(&actor), &e),
+    }
 }

@@ -436,10 +436,68 @@ fn in_chromium_sign_in_open_a_run_and_see_the_failing_job() {
         "{check}"
     );
 
+    // A release that went through both stages: the list, its gates, stages and events.
+    released(&s);
+    b.go(&format!("{}/console/releases", s.base));
+    let row = b.text("#releases tbody tr");
+    assert!(
+        row.contains("hello-service 1.1.0")
+            && row.contains("released")
+            && row.contains("prod: done"),
+        "{row}"
+    );
+    b.click("a[href='/console/releases/hello-service/1.1.0']");
+    b.arrive("/console/releases/hello-service/1.1.0");
+    assert!(b.text("#gates").contains("unit succeeded"));
+    let stage = b.text("tr.stage-done");
+    assert!(
+        stage.contains("stage") && stage.contains("greets") && stage.contains("verify pass"),
+        "{stage}"
+    );
+    assert!(
+        b.text("#events")
+            .contains("released: every stage promoted, verified and soaked")
+    );
+    assert!(b.text("#notes").contains("prepare Welsh greetings"));
+    assert!(b.text("a#evidence").contains("evidence bundle"));
+
     b.click("form.who button");
     b.arrive("/console/login");
     b.go(&format!("{}/console/runs", s.base));
     b.arrive("/console/login");
+}
+
+/// Release 1.1.0 of hello-service, promoted through stage and prod.
+fn released(s: &Server) {
+    let progress = json!({
+        "run": null,
+        "gates": [{"gate": "test", "green": true, "jobs": [["unit", "succeeded"]]}],
+        "stages": (["stage", "prod"].iter().map(|e| json!({
+            "environment": e, "step": "done", "deployment": null,
+            "smoke": [{"name": "greets", "passed": true, "exit_code": 0, "duration_ms": 40, "output": ""}],
+            "checks": [{"during": "verify", "at_ms": 1, "requests": 120, "errors": 0, "error_rate": 0.0, "burn_rate": 0.0, "p95_ms": 3.0, "status": "pass", "why": "120 requests, error rate 0.00%, burn rate 0.0×"}],
+        })).collect::<Vec<_>>()),
+        "events": [{"at_ms": 1_795_000_000_000_i64, "message": "released: every stage promoted, verified and soaked"}],
+    });
+    s.store()
+        .release_create(&maestro_store::ReleaseRow {
+            tenant: "default".into(),
+            service: "hello-service".into(),
+            version: "1.1.0".into(),
+            commit: "c".repeat(40),
+            artifact: "/dist/hello-service.tar.gz".into(),
+            digest: format!("sha256:{}", "3f".repeat(32)),
+            status: "released".into(),
+            state: progress.to_string(),
+            notes: "## 1.1.0\n### Features\n- prepare Welsh greetings\n".into(),
+            actor: "user:rm".into(),
+            reason: "weekly".into(),
+            created_at_ms: 1_795_000_000_000,
+            updated_at_ms: 1_795_000_000_000,
+            id: 0,
+        })
+        .expect("store")
+        .expect("created");
 }
 
 /// A deployment whose canary failed two analyses at its first step.
