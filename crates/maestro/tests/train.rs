@@ -158,6 +158,11 @@ impl World {
 /// v1 built, committed, tagged `v1.0.0` and running in both stages under traffic; then a
 /// `feat:` commit built (not yet reported to the conductor).
 fn world(smoke: &str) -> World {
+    world_with(smoke, &[])
+}
+
+/// As [`world`], v1 in prod started with `prod_set` (`KEY=VALUE` for its processes).
+fn world_with(smoke: &str, prod_set: &[&str]) -> World {
     let repo = Repo::example();
     repo.git(&["init", "-q", "-b", "main"]);
     repo.git(&["add", "-A"]);
@@ -219,7 +224,7 @@ fn world(smoke: &str) -> World {
     w.start();
     let v1_artifact = v1.join("hello-service.tar.gz").display().to_string();
     for env in ["stage", "prod"] {
-        let (code, out) = w.cli(&[
+        let mut args = vec![
             "deploy",
             env,
             &v1_artifact,
@@ -228,7 +233,13 @@ fn world(smoke: &str) -> World {
             "--reason",
             "v1",
             "--wait",
-        ]);
+        ];
+        if env == "prod" {
+            for kv in prod_set {
+                args.extend(["--set", kv]);
+            }
+        }
+        let (code, out) = w.cli(&args);
         assert_eq!(code, Some(0), "{out}");
     }
     w.traffic();
@@ -511,5 +522,84 @@ fn a_failed_post_deploy_verification_rolls_the_release_back_everywhere() {
     assert!(
         events.iter().any(|e| e.starts_with("prod: back to")),
         "{events:?}"
+    );
+}
+
+#[test]
+fn promotion_is_blocked_without_verified_evidence_or_with_an_unhealthy_stage_and_says_why() {
+    // Prod's stable release fails half its requests: it is burning its error budget.
+    let w = world_with(GREETS, &["HELLO_ERROR_RATE=0.5"]);
+    let (code, out) = w.cli(&["run", "--log-format", "plain", "--server", &w.base]);
+    assert_eq!(code, Some(0), "{out}");
+
+    // An artifact without its signed SBOM is refused at the cut, naming what is missing.
+    let bare = w.repo.path().join("bare");
+    std::fs::create_dir_all(&bare).expect("mkdir");
+    for suffix in ["", ".sigstore.json", ".intoto.sigstore.json"] {
+        std::fs::copy(
+            w.repo
+                .path()
+                .join(format!("dist/hello-service.tar.gz{suffix}")),
+            bare.join(format!("hello-service.tar.gz{suffix}")),
+        )
+        .expect("copy");
+    }
+    let (code, out) = w.cli(&[
+        "release",
+        "cut",
+        "--service",
+        "hello-service",
+        "--artifact",
+        "bare/hello-service.tar.gz",
+        "--server",
+        &w.base,
+        "--reason",
+        "weekly",
+        "--no-tag",
+    ]);
+    assert_eq!(code, Some(2), "{out}");
+    let flat = out
+        .replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(flat.contains("422 unverified_artifact"), "{out}");
+    assert!(flat.contains("sbom"), "{out}");
+
+    // With its evidence: stage goes through; prod is blocked before anything is deployed
+    // there, and the block says why. Promoting again meets the same block.
+    let (code, out) = cut(&w, &["--promote"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("stage: soaked"), "{out}");
+    assert!(
+        out.contains("blocked: prod: its SLO is not healthy before the promotion"),
+        "{out}"
+    );
+    let r = w.get("/api/v1/releases/hello-service/1.1.0");
+    assert_eq!(r["status"], "blocked", "{r}");
+    assert!(
+        r["progress"]["reason"]
+            .as_str()
+            .expect("why")
+            .contains("error rate"),
+        "{r}"
+    );
+    assert_eq!(r["progress"]["stages"][1]["step"], "pending", "{r}");
+    assert!(r["progress"]["stages"][1]["deployment"].is_null(), "{r}");
+    let (code, out) = w.cli(&[
+        "release",
+        "promote",
+        "1.1.0",
+        "--service",
+        "hello-service",
+        "--server",
+        &w.base,
+        "--reason",
+        "try again",
+    ]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(
+        w.get("/api/v1/releases/hello-service/1.1.0")["status"],
+        "blocked"
     );
 }
