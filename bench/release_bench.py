@@ -110,11 +110,18 @@ def main() -> None:
     m, out = timed([str(maestro), "release", "plan", "--json"], repo, a.repeat)
     import json
     plan = json.loads(out)
+    # Everything `release cut` computes before it sends the release to the conductor: the
+    # plan, plus the paths changed since the last tag (for the migration gate).
+    k, kout = timed([str(maestro), "release", "cut", "--dry-run", "--service", "bench",
+                     "--artifact", "bench.tar.gz", "--reason", "bench"], repo, a.repeat)
+    cut = json.loads(kout)
     c, cout = timed([str(git_cliff), "--unreleased", "--bump"], repo, a.repeat)
     cliff_version = next((l for l in cout.decode().splitlines() if l.startswith("## ")), "?")
     print(f"commits since v1.0.0: {plan['notes']['commits']} ({plan['notes']['skipped']['merges']} merges)")
     print(f"{'':34} {'Maestro':>10} {'git-cliff':>10} {'ratio':>7}")
     print(f"{'next version + notes (median, s)':34} {m:10.3f} {c:10.3f} {m / c:7.2f}")
+    print(f"{'release cut, local part (median, s)':34} {k:10.3f} {c:10.3f} {k / c:7.2f}")
+    print(f"release cut: {cut['version']}, {len(cut['changed_paths'])} changed paths")
     print(f"versions: Maestro {plan['version']}, git-cliff {cliff_version}")
     print(f"Maestro notes: {sum(len(s['entries']) for s in plan['notes']['sections'])} entries, "
           f"{len(plan['notes']['breaking'])} breaking, {len(plan['markdown'])} bytes of Markdown")

@@ -340,14 +340,19 @@ pub(crate) enum ReleaseCommand {
         /// from this path (same host).
         #[arg(long)]
         artifact: PathBuf,
-        #[command(flatten)]
-        server: ServerArgs,
+        /// The conductor's URL (https, or http on loopback).
+        #[arg(long, env = "MAESTRO_SERVER")]
+        server: Option<String>,
         /// Why (required: audited).
         #[arg(long)]
         reason: String,
         /// Do not create the release tag in the repository.
         #[arg(long)]
         no_tag: bool,
+        /// Compute everything the cut sends (version, commit, notes, changed paths) and
+        /// print it as JSON; send nothing, tag nothing.
+        #[arg(long, conflicts_with = "promote")]
+        dry_run: bool,
         /// Go on with `promote` at once, following it to the end.
         #[arg(long)]
         promote: bool,

@@ -22,7 +22,15 @@ pub(crate) fn release(command: &ReleaseCommand) -> Result<u8, Failure> {
             reason,
             no_tag,
             promote,
-        } => cut(from, service, artifact, server, reason, *no_tag, *promote),
+            dry_run,
+        } => {
+            let how = Cut {
+                no_tag: *no_tag,
+                promote: *promote,
+                dry_run: *dry_run,
+            };
+            cut(from, service, artifact, server.as_deref(), reason, &how)
+        }
         ReleaseCommand::Promote {
             release,
             reason,
@@ -38,14 +46,20 @@ fn release_path(service: &str, version: &str) -> String {
     format!("/api/v1/releases/{service}/{version}")
 }
 
+/// How `release cut` goes on once the release is computed.
+struct Cut {
+    no_tag: bool,
+    promote: bool,
+    dry_run: bool,
+}
+
 fn cut(
     from: &ReleaseFrom,
     service: &str,
     artifact: &std::path::Path,
-    server: &ServerArgs,
+    server: Option<&str>,
     reason: &str,
-    no_tag: bool,
-    and_promote: bool,
+    how: &Cut,
 ) -> Result<u8, Failure> {
     let p = compute(from)?;
     let (Some(version), Some(tag)) = (&p.version, &p.tag) else {
@@ -61,21 +75,32 @@ fn cut(
     let changed =
         maestro_release::git::changed_paths(&from.repo, p.previous.as_deref(), &p.head)
             .map_err(|e| Failure::usage(e.to_string(), "run it in the repository (or -C DIR)"))?;
-    let mut c = conductor(server)?;
+    let body = json!({
+        "service": service,
+        "version": version.to_string(),
+        "commit": p.head,
+        "artifact": artifact,
+        "notes": p.notes.markdown(),
+        "changed_paths": changed,
+    });
+    if how.dry_run {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&body).unwrap_or_default()
+        );
+        return Ok(OK);
+    }
+    let server = ServerArgs {
+        server: server.map(str::to_owned).ok_or_else(|| {
+            Failure::usage(
+                "no conductor to cut the release on",
+                "give --server URL (or MAESTRO_SERVER), or --dry-run",
+            )
+        })?,
+    };
+    let mut c = conductor(&server)?;
     let created = c
-        .post_reasoned(
-            "/api/v1/releases",
-            "the release",
-            &json!({
-                "service": service,
-                "version": version.to_string(),
-                "commit": p.head,
-                "artifact": artifact,
-                "notes": p.notes.markdown(),
-                "changed_paths": changed,
-            }),
-            reason,
-        )
+        .post_reasoned("/api/v1/releases", "the release", &body, reason)
         .map_err(refused)?;
     println!(
         "release {service} {version} cut from {} ({})",
@@ -89,7 +114,7 @@ fn cut(
     {
         println!("  gate {} green", g["gate"].as_str().unwrap_or("?"));
     }
-    if !no_tag {
+    if !how.no_tag {
         maestro_release::git::create_tag(&from.repo, tag, &p.head, &format!("{service} {version}"))
             .map_err(|e| {
                 Failure::env(
@@ -99,11 +124,11 @@ fn cut(
             })?;
         println!("tagged {tag} (push it: `git push origin {tag}`)");
     }
-    if and_promote {
+    if how.promote {
         let r = ReleaseRef {
             version: version.to_string(),
             service: service.to_owned(),
-            server: server.clone(),
+            server,
         };
         return promote(&r, reason, false);
     }

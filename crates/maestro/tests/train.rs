@@ -290,6 +290,37 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
         "{out}"
     );
 
+    // The dry run: what the cut would send, nothing sent or tagged.
+    let out = w
+        .repo
+        .cmd(&[
+            "release",
+            "cut",
+            "--service",
+            "hello-service",
+            "--artifact",
+            "dist/hello-service.tar.gz",
+            "--reason",
+            "weekly",
+            "--dry-run",
+        ])
+        .output()
+        .expect("maestro");
+    assert!(out.status.success(), "{}", text(&out));
+    let sent: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(sent["version"], "1.1.0", "{sent}");
+    assert_eq!(
+        sent["changed_paths"],
+        serde_json::json!(["app/greeting.py"]),
+        "{sent}"
+    );
+    assert!(
+        sent["notes"]
+            .as_str()
+            .expect("notes")
+            .contains("prepare Welsh greetings")
+    );
+
     // Built and reported: the gates are green there.
     let (code, out) = w.cli(&["run", "--log-format", "plain", "--server", &w.base]);
     assert_eq!(code, Some(0), "{out}");
