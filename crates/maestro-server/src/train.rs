@@ -1036,9 +1036,19 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
                 if row.status != "progressing" {
                     progress.reason = None;
                     progress.event(format!("promotion started by {who}"));
-                    save(&state, row.id, "progressing", &progress)
+                    let saved = save(&state, row.id, Some(&row.status), "progressing", &progress)
                         .await
                         .map_err(|e| ApiError::store(&e))?;
+                    if !saved {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            "release_changed",
+                            format!(
+                                "{} {} changed meanwhile: look at it again",
+                                row.service, row.version
+                            ),
+                        ));
+                    }
                     audit(&state, &row, "release.promoting", &who, progress.run).await;
                 }
                 spawn_driver(&state, train, row.id, &row.service, &row.version);
@@ -1051,7 +1061,18 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
                         format!("{} {} is already rolled back", row.service, row.version),
                     ));
                 }
-                roll_back(&state, &row, &format!("rolled back by {who}"))
+                // The driver here stops first; one elsewhere stops at its next save.
+                if let Some(task) = state.trains.driving().remove(&row.id) {
+                    task.abort();
+                }
+                let (t, sv, v) = (row.tenant.clone(), row.service.clone(), row.version.clone());
+                let fresh = state
+                    .pool
+                    .with(move |st| st.release(&t, &sv, &v))
+                    .await
+                    .map_err(|e| ApiError::store(&e))?
+                    .unwrap_or_else(|| row.clone());
+                roll_back(&state, &fresh, &format!("rolled back by {who}"))
                     .await
                     .map_err(|m| ApiError::new(StatusCode::CONFLICT, "rollback_failed", m))?;
             }
@@ -1074,20 +1095,37 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
     })
 }
 
+/// Saves the release — only while its status is still `expect`, when given. Returns
+/// whether it saved.
 async fn save(
     state: &Arc<AppState>,
     id: i64,
+    expect: Option<&str>,
     status: &str,
     progress: &Progress,
-) -> Result<(), maestro_store::StoreError> {
-    let (status, text) = (
+) -> Result<bool, maestro_store::StoreError> {
+    let (expect, status, text) = (
+        expect.map(str::to_owned),
         status.to_owned(),
         serde_json::to_string(progress).unwrap_or_default(),
     );
     state
         .pool
-        .with(move |s| s.release_save(id, &status, &text, now_ms()))
+        .with(move |s| s.release_save(id, expect.as_deref(), &status, &text, now_ms()))
         .await
+}
+
+/// The driver's save of a step: `false` when the release is no longer `progressing` (rolled
+/// back or blocked meanwhile, by hand or by another conductor): the driver stops.
+async fn advance(
+    state: &Arc<AppState>,
+    id: i64,
+    status: &str,
+    p: &Progress,
+) -> Result<bool, String> {
+    save(state, id, Some("progressing"), status, p)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 async fn load(
@@ -1222,9 +1260,9 @@ async fn drive(
         let mut p: Progress = serde_json::from_str(&row.state).unwrap_or_default();
         let Some(i) = p.stages.iter().position(|s| s.step != "done") else {
             p.event("released: every stage promoted, verified and soaked");
-            save(state, id, "released", &p)
-                .await
-                .map_err(|e| e.to_string())?;
+            if !advance(state, id, "released", &p).await? {
+                return Ok(());
+            }
             let stages = train.stages.join(", ");
             audit(
                 state,
@@ -1265,9 +1303,9 @@ async fn drive(
                         "{name}: canary deployment {} of {} (resumed)",
                         d.id, d.version
                     ));
-                    save(state, id, "progressing", &p)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    if !advance(state, id, "progressing", &p).await? {
+                        return Ok(());
+                    }
                     continue;
                 }
                 // Promotion blocks: the evidence still verifies with this stage's keys, and
@@ -1343,16 +1381,16 @@ async fn drive(
                         return block(state, &row, &mut p, format!("{name}: {e}")).await;
                     }
                 }
-                save(state, id, "progressing", &p)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if !advance(state, id, "progressing", &p).await? {
+                    return Ok(());
+                }
             }
             "canary" => {
                 let Some(dep) = p.stages[i].deployment else {
                     p.stages[i].step = "pending".to_owned();
-                    save(state, id, "progressing", &p)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    if !advance(state, id, "progressing", &p).await? {
+                        return Ok(());
+                    }
                     continue;
                 };
                 let d = state
@@ -1370,9 +1408,9 @@ async fn drive(
                 if d.status == "promoted" {
                     p.stages[i].step = "verify".to_owned();
                     p.event(format!("{name}: canary promoted"));
-                    save(state, id, "progressing", &p)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    if !advance(state, id, "progressing", &p).await? {
+                        return Ok(());
+                    }
                 } else {
                     let why = format!(
                         "{name}: the canary was {} ({})",
@@ -1420,9 +1458,9 @@ async fn drive(
                     p.stages[i].soak_started_at_ms = Some(now_ms());
                 }
                 p.event(format!("{name}: post-deploy verification passed"));
-                save(state, id, "progressing", &p)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if !advance(state, id, "progressing", &p).await? {
+                    return Ok(());
+                }
             }
             "soak" => {
                 let (env, _) = environment(state, &name).await?;
@@ -1432,9 +1470,9 @@ async fn drive(
                 if left <= 0 {
                     p.stages[i].step = "done".to_owned();
                     p.event(format!("{name}: soaked {}", humanize(train.soak)));
-                    save(state, id, "progressing", &p)
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    if !advance(state, id, "progressing", &p).await? {
+                        return Ok(());
+                    }
                     continue;
                 }
                 let slice = SOAK_SLICE.min(Duration::from_millis(u64::try_from(left).unwrap_or(0)));
@@ -1459,9 +1497,9 @@ async fn drive(
                         return fail(state, id, &row, p, why).await;
                     }
                 }
-                save(state, id, "progressing", &p)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                if !advance(state, id, "progressing", &p).await? {
+                    return Ok(());
+                }
             }
             other => return Err(format!("unknown step `{other}`")),
         }
@@ -1486,9 +1524,7 @@ async fn block(
     p.event(format!("blocked: {why}"));
     audit(state, row, "release.blocked", &why, p.run).await;
     p.reason = Some(why);
-    save(state, row.id, "blocked", p)
-        .await
-        .map_err(|e| e.to_string())
+    advance(state, row.id, "blocked", p).await.map(|_| ())
 }
 
 /// An audit entry of the release, by the conductor (target `release:<service>/<version>`,
@@ -1545,9 +1581,9 @@ async fn fail(
     why: String,
 ) -> Result<(), String> {
     p.event(format!("failed: {why}"));
-    save(state, id, "progressing", &p)
-        .await
-        .map_err(|e| e.to_string())?;
+    if !advance(state, id, "progressing", &p).await? {
+        return Ok(());
+    }
     let row = ReleaseRow {
         state: serde_json::to_string(&p).unwrap_or_default(),
         ..row.clone()
@@ -1628,7 +1664,7 @@ async fn roll_back(state: &Arc<AppState>, row: &ReleaseRow, why: &str) -> Result
     if !problems.is_empty() {
         p.event(format!("rollback incomplete: {}", problems.join("; ")));
     }
-    save(state, row.id, "rolled_back", &p)
+    save(state, row.id, None, "rolled_back", &p)
         .await
         .map_err(|e| e.to_string())?;
     audit(state, row, "release.rolled_back", why, p.run).await;

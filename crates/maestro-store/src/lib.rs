@@ -322,17 +322,20 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn release_create(&mut self, r: &ReleaseRow) -> Result<Option<i64>, StoreError>;
-    /// Saves a release's status and progress.
+    /// Saves a release's status and progress — only while its status is still `expect`
+    /// when given (a driver must not overwrite a rollback made meanwhile). Returns whether
+    /// it saved.
     ///
     /// # Errors
     /// On database failure.
     fn release_save(
         &mut self,
         id: i64,
+        expect: Option<&str>,
         status: &str,
         state: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError>;
+    ) -> Result<bool, StoreError>;
     /// One release of a tenant's service.
     ///
     /// # Errors

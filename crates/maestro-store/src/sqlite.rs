@@ -1060,15 +1060,17 @@ impl Store for SqliteStore {
     fn release_save(
         &mut self,
         id: i64,
+        expect: Option<&str>,
         status: &str,
         state: &str,
         now_ms: i64,
-    ) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE releases SET status = ?2, state = ?3, updated_at = ?4 WHERE id = ?1",
-            params![id, status, state, now_ms],
+    ) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "UPDATE releases SET status = ?2, state = ?3, updated_at = ?4
+             WHERE id = ?1 AND (?5 IS NULL OR status = ?5)",
+            params![id, status, state, now_ms, expect],
         )?;
-        Ok(())
+        Ok(n == 1)
     }
 
     fn release(

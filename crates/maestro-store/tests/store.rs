@@ -556,7 +556,9 @@ releases_are_one_per_version_and_save_their_progress(fx) {
     assert_eq!(s.release_create(&r).expect("again"), None, "one release per version");
     let other = ReleaseRow { tenant: "other".into(), ..r.clone() };
     assert!(s.release_create(&other).expect("another tenant").is_some());
-    s.release_save(id, "progressing", r#"{"step":1}"#, 9).expect("save");
+    assert!(s.release_save(id, None, "progressing", r#"{"step":1}"#, 9).expect("save"));
+    // A driver saving as `progressing` after a rollback meanwhile changes nothing.
+    assert!(!s.release_save(id, Some("blocked"), "released", "{}", 10).expect("save"));
     let got = s.release("acme", "hello-service", "1.2.0").expect("read").expect("found");
     assert_eq!(got, ReleaseRow { id, status: "progressing".into(), state: r#"{"step":1}"#.into(), updated_at_ms: 9, ..r });
     assert_eq!(s.release("acme", "hello-service", "9.9.9").expect("read"), None);

@@ -511,6 +511,26 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     assert_eq!(code, Some(0), "{status}");
     assert!(status.contains("hello-service 1.1.0: released"), "{status}");
     assert!(status.contains("prod: done"), "{status}");
+
+    // Rolled back by hand: both stages return to v1 at once.
+    let (code, out) = w.cli(&[
+        "release",
+        "rollback",
+        "1.1.0",
+        "--service",
+        "hello-service",
+        "--server",
+        &w.base,
+        "--reason",
+        "the Welsh is wrong",
+    ]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("hello-service 1.1.0: rolled back"), "{out}");
+    assert!(
+        out.contains("why: rolled back by user:rm: the Welsh is wrong"),
+        "{out}"
+    );
+    assert_eq!((w.stable("stage"), w.stable("prod")), (v1.clone(), v1));
 }
 
 #[test]
