@@ -113,6 +113,21 @@ impl World {
         self.traffic();
     }
 
+    /// `maestro release VERB 1.1.0 --service hello-service --server BASE` plus `extra`.
+    fn release(&self, verb: &str, extra: &[&str]) -> (Option<i32>, String) {
+        let mut args = vec![
+            "release",
+            verb,
+            "1.1.0",
+            "--service",
+            "hello-service",
+            "--server",
+            &self.base,
+        ];
+        args.extend_from_slice(extra);
+        self.cli(&args)
+    }
+
     /// Polls the release until `done` says so (two minutes at most).
     fn wait_for(&self, what: &str, done: impl Fn(&Value) -> bool) -> Value {
         let t = std::time::Instant::now();
@@ -332,18 +347,7 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     );
     assert!(out.contains("gate contract green"), "{out}");
     assert!(out.contains("tagged v1.1.0"), "{out}");
-    let (code, out) = w.cli(&[
-        "release",
-        "promote",
-        "1.1.0",
-        "--service",
-        "hello-service",
-        "--server",
-        &w.base,
-        "--reason",
-        "weekly release",
-        "--detach",
-    ]);
+    let (code, out) = w.release("promote", &["--reason", "weekly release", "--detach"]);
     assert_eq!(code, Some(0), "{out}");
 
     // The conductor restarts while stage soaks: the train resumes where it was, by itself.
@@ -486,44 +490,16 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     let (code, out) = cut(&w, &["--no-tag"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("release_exists"), "{out}");
-    let (code, out) = w.cli(&[
-        "release",
-        "promote",
-        "1.1.0",
-        "--service",
-        "hello-service",
-        "--server",
-        &w.base,
-        "--reason",
-        "again",
-    ]);
+    let (code, out) = w.release("promote", &["--reason", "again"]);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("has ended (released)"), "{out}");
-    let (code, status) = w.cli(&[
-        "release",
-        "status",
-        "1.1.0",
-        "--service",
-        "hello-service",
-        "--server",
-        &w.base,
-    ]);
+    let (code, status) = w.release("status", &[]);
     assert_eq!(code, Some(0), "{status}");
     assert!(status.contains("hello-service 1.1.0: released"), "{status}");
     assert!(status.contains("prod: done"), "{status}");
 
     // Rolled back by hand: both stages return to v1 at once.
-    let (code, out) = w.cli(&[
-        "release",
-        "rollback",
-        "1.1.0",
-        "--service",
-        "hello-service",
-        "--server",
-        &w.base,
-        "--reason",
-        "the Welsh is wrong",
-    ]);
+    let (code, out) = w.release("rollback", &["--reason", "the Welsh is wrong"]);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("hello-service 1.1.0: rolled back"), "{out}");
     assert!(
@@ -637,17 +613,7 @@ fn promotion_is_blocked_without_verified_evidence_or_with_an_unhealthy_stage_and
     );
     assert_eq!(r["progress"]["stages"][1]["step"], "pending", "{r}");
     assert!(r["progress"]["stages"][1]["deployment"].is_null(), "{r}");
-    let (code, out) = w.cli(&[
-        "release",
-        "promote",
-        "1.1.0",
-        "--service",
-        "hello-service",
-        "--server",
-        &w.base,
-        "--reason",
-        "try again",
-    ]);
+    let (code, out) = w.release("promote", &["--reason", "try again"]);
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(
         w.get("/api/v1/releases/hello-service/1.1.0")["status"],
