@@ -349,6 +349,10 @@ pub(crate) enum ReleaseCommand {
         /// Do not create the release tag in the repository.
         #[arg(long)]
         no_tag: bool,
+        /// The branch a release is cut from: the commit must be on it (locally, or as
+        /// `origin/BRANCH`).
+        #[arg(long, env = "MAESTRO_RELEASE_BRANCH", default_value = "main")]
+        branch: String,
         /// Compute everything the cut sends (version, commit, notes, changed paths) and
         /// print it as JSON; send nothing, tag nothing.
         #[arg(long, conflicts_with = "promote")]

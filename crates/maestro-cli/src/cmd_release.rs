@@ -23,11 +23,13 @@ pub(crate) fn release(command: &ReleaseCommand) -> Result<u8, Failure> {
             no_tag,
             promote,
             dry_run,
+            branch,
         } => {
             let how = Cut {
                 no_tag: *no_tag,
                 promote: *promote,
                 dry_run: *dry_run,
+                branch: branch.clone(),
             };
             cut(from, service, artifact, server.as_deref(), reason, &how)
         }
@@ -51,6 +53,7 @@ struct Cut {
     no_tag: bool,
     promote: bool,
     dry_run: bool,
+    branch: String,
 }
 
 fn cut(
@@ -72,6 +75,18 @@ fn cut(
             "give the artifact's path",
         )
     })?;
+    let on = maestro_release::git::on_branch(&from.repo, &p.head, &how.branch)
+        .map_err(|e| Failure::usage(e.to_string(), "cut releases from the release branch"))?;
+    if on.is_none() {
+        return Err(Failure::usage(
+            format!(
+                "commit {} is not on `{}`: releases are cut from it",
+                &p.head[..12.min(p.head.len())],
+                how.branch
+            ),
+            "merge it first, or give --branch for another release branch",
+        ));
+    }
     let changed =
         maestro_release::git::changed_paths(&from.repo, p.previous.as_deref(), &p.head)
             .map_err(|e| Failure::usage(e.to_string(), "run it in the repository (or -C DIR)"))?;
@@ -82,6 +97,7 @@ fn cut(
         "artifact": artifact,
         "notes": p.notes.markdown(),
         "changed_paths": changed,
+        "branch": how.branch,
     });
     if how.dry_run {
         println!(

@@ -96,6 +96,40 @@ pub fn changed_paths(
         .collect())
 }
 
+/// The branch `commit` must be on: `branch` itself, else `origin/<branch>`, when `commit`
+/// is reachable from it. `Ok(None)` when neither ref contains it.
+///
+/// # Errors
+/// When neither ref exists, or git fails.
+pub fn on_branch(repo: &Path, commit: &str, branch: &str) -> Result<Option<String>, ReleaseError> {
+    let mut found = false;
+    for r in [branch.to_owned(), format!("origin/{branch}")] {
+        let Ok(tip) = resolve(repo, &r) else {
+            continue;
+        };
+        found = true;
+        let status = Command::new("git")
+            .arg("-C")
+            .arg(repo)
+            .args(["merge-base", "--is-ancestor", commit, &tip])
+            .env("GIT_TERMINAL_PROMPT", "0")
+            .status()
+            .map_err(|e| ReleaseError::Git(format!("git cannot run: {e}")))?;
+        match status.code() {
+            Some(0) => return Ok(Some(r)),
+            Some(1) => {}
+            _ => return Err(ReleaseError::Git(format!("git merge-base failed for {r}"))),
+        }
+    }
+    if found {
+        Ok(None)
+    } else {
+        Err(ReleaseError::Git(format!(
+            "neither `{branch}` nor `origin/{branch}` exists here (fetch it, or give --branch)"
+        )))
+    }
+}
+
 /// Creates the annotated tag `name` on `commit` (refused by git when it exists).
 ///
 /// # Errors

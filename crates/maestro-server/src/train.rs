@@ -680,6 +680,9 @@ struct CutBody {
     /// Paths changed since the last release (for the migration gate).
     #[serde(default)]
     changed_paths: Vec<String>,
+    /// The release branch the CLI found the commit on (recorded in the events).
+    #[serde(default)]
+    branch: Option<String>,
 }
 
 /// `POST /api/v1/releases` (sensitive): cut a release of a green commit.
@@ -756,8 +759,13 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
                 .collect(),
             ..Progress::default()
         };
+        let on = body
+            .branch
+            .as_ref()
+            .map(|b| format!(" on {b}"))
+            .unwrap_or_default();
         progress.event(format!(
-            "cut from commit {} (run {run}) by {}",
+            "cut from commit {}{on} (run {run}) by {}",
             &commit[..12],
             ctx.auth.actor.id
         ));

@@ -336,6 +336,29 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
             .contains("prepare Welsh greetings")
     );
 
+    // A commit that is not on main is not released.
+    w.repo.git(&["checkout", "-q", "-b", "topic"]);
+    w.repo
+        .git(&["commit", "-q", "--allow-empty", "-m", "feat: an experiment"]);
+    let out = w
+        .repo
+        .cmd(&[
+            "release",
+            "cut",
+            "--service",
+            "hello-service",
+            "--artifact",
+            "dist/hello-service.tar.gz",
+            "--reason",
+            "weekly",
+            "--dry-run",
+        ])
+        .output()
+        .expect("maestro");
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("is not on `main`"), "{}", text(&out));
+    w.repo.git(&["checkout", "-q", "main"]);
+
     // Built and reported: the gates are green there.
     let (code, out) = w.cli(&["run", "--log-format", "plain", "--server", &w.base]);
     assert_eq!(code, Some(0), "{out}");
