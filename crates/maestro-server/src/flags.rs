@@ -40,17 +40,24 @@ fn default_tenant() -> String {
 
 /// A loaded registry and its kill switches.
 pub struct FlagsConfig {
-    pub registry: Registry,
+    registry: RwLock<Arc<Registry>>,
     pub file: PathBuf,
     pub tenant: String,
     kills: RwLock<HashMap<String, FlagKillRow>>,
+    /// The file's modification time and length when it was last read.
+    stamp: std::sync::Mutex<Option<(std::time::SystemTime, u64)>>,
+}
+
+fn stamp_of(file: &Path) -> Option<(std::time::SystemTime, u64)> {
+    let m = std::fs::metadata(file).ok()?;
+    Some((m.modified().ok()?, m.len()))
 }
 
 impl std::fmt::Debug for FlagsConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FlagsConfig")
             .field("file", &self.file)
-            .field("flags", &self.registry.flags.len())
+            .field("flags", &self.registry().flags.len())
             .finish_non_exhaustive()
     }
 }
@@ -70,16 +77,56 @@ impl FlagsSettings {
             source_name: "flags.file".to_owned(),
             message: e.to_string(),
         })?;
+        let stamp = stamp_of(&file);
         Ok(FlagsConfig {
-            registry,
+            registry: RwLock::new(Arc::new(registry)),
             file,
             tenant: self.tenant,
             kills: RwLock::new(HashMap::new()),
+            stamp: std::sync::Mutex::new(stamp),
         })
     }
 }
 
 impl FlagsConfig {
+    /// The registry now (it is re-read when its file changes).
+    #[must_use]
+    pub fn registry(&self) -> Arc<Registry> {
+        Arc::clone(
+            &self
+                .registry
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// Re-reads the registry when its file changed since the last read: `None` when it did
+    /// not; the new registry, or every problem of the file (the old registry stays).
+    fn reload(&self) -> Option<Result<Arc<Registry>, String>> {
+        let now = stamp_of(&self.file);
+        {
+            let mut last = self
+                .stamp
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if *last == now {
+                return None;
+            }
+            *last = now;
+        }
+        Some(match Registry::load(&self.file) {
+            Ok(r) => {
+                let r = Arc::new(r);
+                *self
+                    .registry
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::clone(&r);
+                Ok(r)
+            }
+            Err(e) => Err(e.to_string()),
+        })
+    }
+
     fn killed(&self, key: &str) -> bool {
         self.kills
             .read()
@@ -116,18 +163,64 @@ impl FlagsConfig {
 
     fn evaluate(&self, key: &str, context: &Value) -> Resolution {
         let now_s = now_ms() / 1000;
-        self.registry
+        self.registry()
             .evaluate(key, context, self.killed(key), now_s)
     }
 }
 
-/// Keeps every conductor's kill switches in step with the store.
+/// Keeps every conductor's kill switches in step with the store, and its registry with its
+/// file: a changed file is re-read and, when valid, served at once and audited
+/// (`flags.registry_loaded`, with the file's digest); an invalid one is refused and logged
+/// with every problem, and the registry in service stays.
 pub(crate) async fn refresh(state: Arc<crate::AppState>, cfg: Arc<FlagsConfig>) {
     loop {
         if let Ok(rows) = state.pool.with(|s| s.flag_kills()).await {
             cfg.set_kills(rows);
         }
+        let c = Arc::clone(&cfg);
+        if let Ok(Some(outcome)) = tokio::task::spawn_blocking(move || c.reload()).await {
+            loaded(&state, &cfg, outcome).await;
+        }
         tokio::time::sleep(REFRESH).await;
+    }
+}
+
+async fn loaded(
+    state: &Arc<crate::AppState>,
+    cfg: &FlagsConfig,
+    outcome: Result<Arc<Registry>, String>,
+) {
+    let file = cfg.file.display().to_string();
+    match outcome {
+        Ok(r) => {
+            let digest = std::fs::read(&cfg.file)
+                .map(|b| {
+                    use sha2::Digest as _;
+                    format!("sha256:{}", hex::encode(sha2::Sha256::digest(&b)))
+                })
+                .unwrap_or_default();
+            crate::log::event(
+                "info",
+                "flag registry reloaded",
+                &[("file", json!(file)), ("flags", json!(r.flags.len()))],
+            );
+            let entry = maestro_audit::NewEntry {
+                actor: crate::conductor_actor("flags"),
+                action: "flags.registry_loaded".to_owned(),
+                target: format!("flags:{file}"),
+                params: json!({"file": file, "digest": digest, "flags": r.flags.len()}),
+                reason: Some("the registry file changed".to_owned()),
+                result: maestro_audit::Outcome::Success,
+                links: maestro_audit::Links::default(),
+                tenant: Some(cfg.tenant.clone()),
+            };
+            crate::audit_conductor(state, entry).await;
+        }
+        Err(problems) => crate::log::event(
+            "error",
+            "flag registry not reloaded: the file has problems; the previous registry stays",
+            &[("file", json!(file)), ("problems", json!(problems))],
+        ),
     }
 }
 
@@ -192,8 +285,8 @@ pub(crate) fn ofrep_all(ctx: Ctx) -> Answer {
     Box::pin(async move {
         let cfg = configured(&ctx)?;
         let body = eval_body(&ctx)?;
-        let flags: Vec<Value> = cfg
-            .registry
+        let registry = cfg.registry();
+        let flags: Vec<Value> = registry
             .flags
             .values()
             .filter(|f| f.enabled)
@@ -236,7 +329,7 @@ pub(crate) fn flagd(ctx: Ctx) -> Answer {
         };
         if method == "ResolveAll" {
             let mut flags = serde_json::Map::new();
-            for f in cfg.registry.flags.values().filter(|f| f.enabled) {
+            for f in cfg.registry().flags.values().filter(|f| f.enabled) {
                 let r = cfg.evaluate(&f.key, &body.context);
                 let Some(v) = r.value.filter(|_| r.error_code.is_none()) else {
                     continue;
@@ -303,8 +396,8 @@ pub(crate) fn list(ctx: Ctx) -> Answer {
     Box::pin(async move {
         let cfg = configured(&ctx)?;
         let today = jiff::Zoned::now().date();
-        let flags: Vec<Value> = cfg
-            .registry
+        let registry = cfg.registry();
+        let flags: Vec<Value> = registry
             .flags
             .values()
             .map(|f| {
@@ -343,7 +436,8 @@ pub(crate) fn kill(ctx: Ctx) -> Answer {
             }
         };
         let r = cfg.resource(Some(&key));
-        if !cfg.registry.flags.contains_key(&key) {
+        let registry = cfg.registry();
+        if !registry.flags.contains_key(&key) {
             return Err(crate::api::not_found(&r));
         }
         let row = FlagKillRow {
@@ -366,7 +460,7 @@ pub(crate) fn kill(ctx: Ctx) -> Answer {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         kills.insert(key.clone(), row.clone());
         drop(kills);
-        let flag = &cfg.registry.flags[&key];
+        let flag = &registry.flags[&key];
         ctx.auth.release(
             &r,
             json!({

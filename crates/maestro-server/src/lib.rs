@@ -60,6 +60,38 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// The conductor itself as an audit actor, acting through `via` (`train`, `flags`, …).
+pub(crate) fn conductor_actor(via: &str) -> maestro_audit::Actor {
+    maestro_audit::Actor {
+        id: "conductor".to_owned(),
+        via: via.to_owned(),
+    }
+}
+
+/// Appends an entry by the conductor itself to the audit log, when it has a key (its reason
+/// cut to what the log takes); a failure is logged, never fatal to what happened.
+pub(crate) async fn audit_conductor(state: &Arc<AppState>, entry: maestro_audit::NewEntry) {
+    let Some(key) = state.audit_key.clone() else {
+        return;
+    };
+    let mut entry = entry;
+    if let Some(r) = &mut entry.reason
+        && r.len() > maestro_audit::entry::MAX_REASON_BYTES / 4
+    {
+        *r = r
+            .chars()
+            .take(maestro_audit::entry::MAX_REASON_BYTES / 4)
+            .collect();
+    }
+    if let Err(e) = state.audit.with(move |log| log.append(&key, &entry)).await {
+        log::event(
+            "error",
+            "audit append failed",
+            &[("error", serde_json::json!(e.to_string()))],
+        );
+    }
+}
+
 /// What every request handler shares.
 pub struct AppState {
     pub pool: Arc<pool::StorePool>,

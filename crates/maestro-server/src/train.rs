@@ -1544,23 +1544,12 @@ async fn audit(
     detail: &str,
     run: Option<i64>,
 ) {
-    let Some(key) = state.audit_key.clone() else {
-        return;
-    };
     let entry = maestro_audit::NewEntry {
-        actor: maestro_audit::Actor {
-            id: "conductor".to_owned(),
-            via: "train".to_owned(),
-        },
+        actor: crate::conductor_actor("train"),
         action: action.to_owned(),
         target: format!("release:{}/{}", row.service, row.version),
         params: json!({"service": row.service, "version": row.version, "commit": row.commit}),
-        reason: Some(
-            detail
-                .chars()
-                .take(maestro_audit::entry::MAX_REASON_BYTES / 4)
-                .collect(),
-        ),
+        reason: Some(detail.to_owned()),
         result: maestro_audit::Outcome::Success,
         links: maestro_audit::Links {
             artifact: Some(row.digest.clone()),
@@ -1570,13 +1559,7 @@ async fn audit(
         },
         tenant: Some(row.tenant.clone()),
     };
-    if let Err(e) = state.audit.with(move |log| log.append(&key, &entry)).await {
-        crate::log::event(
-            "error",
-            "audit append failed",
-            &[("error", json!(e.to_string()))],
-        );
-    }
+    crate::audit_conductor(state, entry).await;
 }
 
 /// A failed verification or soak, or a rolled-back canary: every stage the release reached

@@ -1,7 +1,8 @@
 //! Feature flags over the conductor's API, on SQLite and PostgreSQL: OFREP and flagd's
 //! HTTP evaluation API (Connect's JSON) answer as an OpenFeature SDK expects; the kill
 //! switch needs a reason and an operator, is audited, and a second conductor on the same
-//! database serves it too.
+//! database serves it too. A changed registry file is served at once and audited; an
+//! invalid one is refused and the registry in service stays.
 
 #[macro_use]
 mod common;
@@ -59,6 +60,55 @@ const WHY: (&str, &str) = (
     "X-Maestro-Reason",
     "INC-77: Welsh greetings crash old clients",
 );
+
+#[test]
+fn a_changed_registry_is_served_and_audited_and_an_invalid_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = audited(&Backend::Sqlite, dir.path());
+    let (app, _) = s.token(&["viewer"], &["flags:evaluate"]);
+    let eval = |key: &str| {
+        s.post(
+            &format!("/ofrep/v1/evaluate/flags/{key}"),
+            Some(&app),
+            &json!({"context": {}}),
+        )
+    };
+    assert_eq!(eval("dark-mode").0, 404);
+    let file = dir.path().join("flags.json");
+    let added = REGISTRY.replacen(
+        r#""flags": {"#,
+        r#""flags": {"dark-mode": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"owner": "team-ui"}},"#,
+        1,
+    );
+    std::fs::write(&file, &added).expect("write");
+    let t = Instant::now();
+    while eval("dark-mode").0 != 200 {
+        assert!(t.elapsed() < Duration::from_secs(15), "never reloaded");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(eval("dark-mode").1["value"], true);
+    // A broken file: refused, the registry in service stays.
+    std::fs::write(&file, "{\"flags\": {\"x\": ").expect("write");
+    std::thread::sleep(maestro_server::flags::REFRESH * 2);
+    assert_eq!(eval("dark-mode").1["value"], true);
+    let mut log = maestro_audit::Log::open_sqlite(std::path::Path::new(&s.location)).expect("log");
+    let loads = log
+        .list(&maestro_audit::Query {
+            action: Some("flags.registry_loaded".into()),
+            limit: 10,
+            ..maestro_audit::Query::default()
+        })
+        .expect("list");
+    assert_eq!(loads.len(), 1, "{loads:#?}");
+    assert_eq!(loads[0].actor.id, "conductor");
+    assert_eq!(loads[0].params["flags"], 4);
+    assert!(
+        loads[0].params["digest"]
+            .as_str()
+            .expect("digest")
+            .starts_with("sha256:")
+    );
+}
 
 on_both! {
 ofrep_and_flagd_evaluate_and_the_kill_switch_is_audited(b) {
