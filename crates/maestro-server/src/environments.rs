@@ -691,23 +691,12 @@ async fn record(state: Arc<crate::AppState>, mut rx: tokio::sync::mpsc::Unbounde
                 ("detail", json!(n.detail)),
             ],
         );
-        let Some(key) = state.audit_key.clone() else {
-            continue;
-        };
         let entry = maestro_audit::NewEntry {
-            actor: maestro_audit::Actor {
-                id: "conductor".to_owned(),
-                via: "controller".to_owned(),
-            },
+            actor: crate::conductor_actor("controller"),
             action: n.action.clone(),
             target: format!("environment:{}/deployment:{}", n.environment, n.deployment),
             params: json!({"version": n.version, "environment": n.environment}),
-            reason: Some(
-                n.detail
-                    .chars()
-                    .take(maestro_audit::entry::MAX_REASON_BYTES / 4)
-                    .collect(),
-            ),
+            reason: Some(n.detail.clone()),
             result: maestro_audit::Outcome::Success,
             links: maestro_audit::Links {
                 release: Some(n.version.clone()),
@@ -715,13 +704,7 @@ async fn record(state: Arc<crate::AppState>, mut rx: tokio::sync::mpsc::Unbounde
             },
             tenant: None,
         };
-        if let Err(e) = state.audit.with(move |log| log.append(&key, &entry)).await {
-            crate::log::event(
-                "error",
-                "audit append failed",
-                &[("error", json!(e.to_string()))],
-            );
-        }
+        crate::audit_conductor(&state, entry).await;
     }
 }
 
