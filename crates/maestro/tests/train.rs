@@ -499,7 +499,17 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     ] {
         assert!(actions.iter().any(|x| x == a), "{a} missing: {actions:?}");
     }
-    assert!(bundle.files.contains_key("gates.json") && bundle.files.contains_key("notes.md"));
+    assert!(bundle.files.contains_key("notes.md"));
+    // The gates come with the test reports of the run they were cut from.
+    let gates: Value = serde_json::from_slice(&bundle.files["gates.json"]).expect("gates");
+    let tested: Vec<&str> = gates["run"]["jobs"]
+        .as_array()
+        .expect("jobs")
+        .iter()
+        .filter(|j| j["tests"].as_array().is_some_and(|t| !t.is_empty()))
+        .filter_map(|j| j["name"].as_str())
+        .collect();
+    assert!(tested.iter().any(|n| n.starts_with("unit")), "{tested:?}");
 
     // Nothing new to release; the same version twice is refused; a released release
     // cannot be promoted again.
