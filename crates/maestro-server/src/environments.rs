@@ -691,6 +691,15 @@ async fn record(state: Arc<crate::AppState>, mut rx: tokio::sync::mpsc::Unbounde
                 ("detail", json!(n.detail)),
             ],
         );
+        // The deployment's tenant (so its entries are that tenant's, as the release's are).
+        let id = n.deployment;
+        let tenant = state
+            .pool
+            .with(move |s| s.deployment(id))
+            .await
+            .ok()
+            .flatten()
+            .map(|d| d.tenant);
         let entry = maestro_audit::NewEntry {
             actor: crate::conductor_actor("controller"),
             action: n.action.clone(),
@@ -702,7 +711,7 @@ async fn record(state: Arc<crate::AppState>, mut rx: tokio::sync::mpsc::Unbounde
                 release: Some(n.version.clone()),
                 ..maestro_audit::Links::default()
             },
-            tenant: None,
+            tenant,
         };
         crate::audit_conductor(&state, entry).await;
     }
