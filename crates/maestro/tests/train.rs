@@ -306,23 +306,9 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     );
 
     // The dry run: what the cut would send, nothing sent or tagged.
-    let out = w
-        .repo
-        .cmd(&[
-            "release",
-            "cut",
-            "--service",
-            "hello-service",
-            "--artifact",
-            "dist/hello-service.tar.gz",
-            "--reason",
-            "weekly",
-            "--dry-run",
-        ])
-        .output()
-        .expect("maestro");
-    assert!(out.status.success(), "{}", text(&out));
-    let sent: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let (code, out) = cut(&w, &["--dry-run"]);
+    assert_eq!(code, Some(0), "{out}");
+    let sent: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(sent["version"], "1.1.0", "{sent}");
     assert_eq!(
         sent["changed_paths"],
@@ -340,23 +326,9 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     w.repo.git(&["checkout", "-q", "-b", "topic"]);
     w.repo
         .git(&["commit", "-q", "--allow-empty", "-m", "feat: an experiment"]);
-    let out = w
-        .repo
-        .cmd(&[
-            "release",
-            "cut",
-            "--service",
-            "hello-service",
-            "--artifact",
-            "dist/hello-service.tar.gz",
-            "--reason",
-            "weekly",
-            "--dry-run",
-        ])
-        .output()
-        .expect("maestro");
-    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("is not on `main`"), "{}", text(&out));
+    let (code, out) = cut(&w, &["--dry-run"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is not on `main`"), "{out}");
     w.repo.git(&["checkout", "-q", "main"]);
 
     // Built and reported: the gates are green there.
