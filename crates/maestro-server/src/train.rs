@@ -1430,9 +1430,11 @@ async fn drive(
                 }
             }
             "verify" => {
-                let (env, cfg) = environment(state, &name).await?;
+                let (env, _) = environment(state, &name).await?;
                 let addr = env.addr().await;
                 let mut failed = Vec::new();
+                // A verification interrupted by a restart is done again from the start.
+                p.stages[i].smoke.clear();
                 for s in &train.smoke {
                     let r = smoke(s, addr, &name, service, version).await;
                     if !r.passed {
@@ -1453,7 +1455,6 @@ async fn drive(
                     }
                     Err(m) => failed.push(format!("golden signals: {m}")),
                 }
-                let _ = cfg;
                 if !failed.is_empty() {
                     let why = format!(
                         "{name}: post-deploy verification failed: {}",
