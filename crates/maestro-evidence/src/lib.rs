@@ -29,6 +29,31 @@ pub const MAX_FILES: usize = 10_000;
 
 pub const MANIFEST: &str = "manifest.json";
 pub const SIGNATURE: &str = "manifest.sig";
+/// The SBOM itself, as the signed SBOM attestation carries it (for auditors' tools).
+pub const SBOM: &str = "sbom.json";
+
+/// The SBOM document inside a signed SBOM attestation (a Sigstore bundle holding a DSSE
+/// envelope whose in-toto statement's predicate is the SBOM). Reads only: the signature is
+/// checked by [`verify`].
+///
+/// # Errors
+/// When the bundle does not hold such a statement.
+pub fn sbom_of(attestation: &[u8]) -> Result<Value, String> {
+    use base64::Engine as _;
+    let bundle = maestro_sign::bundle::Bundle::parse(attestation).map_err(|e| e.to_string())?;
+    let envelope = bundle
+        .dsse_envelope
+        .ok_or("the SBOM attestation holds no DSSE envelope")?;
+    let payload = base64::engine::general_purpose::STANDARD
+        .decode(envelope.payload.as_bytes())
+        .map_err(|e| format!("the envelope's payload is not base64: {e}"))?;
+    let statement: Value =
+        serde_json::from_slice(&payload).map_err(|e| format!("the statement: {e}"))?;
+    match statement.get("predicate") {
+        Some(p) if p.is_object() => Ok(p.clone()),
+        _ => Err("the statement has no predicate".to_owned()),
+    }
+}
 
 /// A problem writing or reading a bundle.
 #[derive(Debug, thiserror::Error)]
@@ -364,6 +389,7 @@ pub fn verify(b: &Bundle, trust: &maestro_audit::Trust, artifact: Option<&[u8]>)
         return report(b, checks);
     }
     checks.push(check("artifact evidence", artifact_evidence(b, artifact)));
+    checks.push(check("sbom document", sbom_document(b)));
     checks.push(check("gates", gates(b)));
     checks.push(check("audit entries", audit(b, trust)));
     checks.push(check("canary reports", canaries(b)));
@@ -470,6 +496,34 @@ fn artifact_evidence(b: &Bundle, artifact: Option<&[u8]>) -> Result<String, Stri
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// `sbom.json` is the predicate of the SBOM attestation [`artifact_evidence`] verified.
+fn sbom_document(b: &Bundle) -> Result<String, String> {
+    let attestation = b
+        .files
+        .iter()
+        .find(|(p, _)| {
+            p.starts_with("artifact/") && p.ends_with(maestro_sign::evidence::Kind::Sbom.suffix())
+        })
+        .map(|(_, bytes)| bytes)
+        .ok_or("no SBOM attestation under artifact/")?;
+    let signed = sbom_of(attestation)?;
+    let shown = json_file(b, SBOM)?;
+    if shown != signed {
+        return Err(format!("{SBOM} is not the SBOM the attestation signs"));
+    }
+    let components = signed["components"]
+        .as_array()
+        .or_else(|| signed["packages"].as_array())
+        .map_or(0, Vec::len);
+    let format = signed["bomFormat"]
+        .as_str()
+        .or_else(|| signed["spdxVersion"].as_str())
+        .unwrap_or("SBOM");
+    Ok(format!(
+        "{SBOM} is the signed {format} document ({components} components)"
+    ))
 }
 
 fn gates(b: &Bundle) -> Result<String, String> {

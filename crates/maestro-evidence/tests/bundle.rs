@@ -113,6 +113,10 @@ fn parts() -> Parts {
         (format!("artifact/{name}.intoto.sigstore.json"), envelope(&key, &provenance)),
         (format!("artifact/{name}.sbom.sigstore.json"), envelope(&key, &sbom)),
         ("artifact/keys/0.pub".to_owned(), key.public().to_pem().into_bytes()),
+        (
+            "sbom.json".to_owned(),
+            serde_json::to_vec(&json!({"bomFormat": "CycloneDX", "specVersion": "1.6", "version": 1, "components": []})).expect("json"),
+        ),
         ("canary/stage.json".to_owned(), br#"{"id": 3}"#.to_vec()),
         ("canary/prod.json".to_owned(), br#"{"id": 4}"#.to_vec()),
         ("audit/entries.json".to_owned(), serde_json::to_vec(&audit).expect("json")),
@@ -163,15 +167,16 @@ fn a_complete_bundle_verifies_offline_with_the_log_key() {
             "manifest signature",
             "file digests",
             "artifact evidence",
+            "sbom document",
             "gates",
             "audit entries",
             "canary reports"
         ]
     );
     assert!(
-        report.checks[4].detail.starts_with("3 entries"),
+        report.checks[5].detail.starts_with("3 entries"),
         "{:?}",
-        report.checks[4]
+        report.checks[5]
     );
 }
 
@@ -232,10 +237,10 @@ fn each_kind_of_tampering_is_named() {
         [("gates".to_owned(), "not green: test".to_owned())]
     );
     let r = resign(&|f| {
-        let text = String::from_utf8(f[9].1.clone())
+        let text = String::from_utf8(f[10].1.clone())
             .expect("utf-8")
             .replace("weekly", "Weekly");
-        f[9].1 = text.into_bytes();
+        f[10].1 = text.into_bytes();
     });
     assert!(
         failing(&r)[0]
@@ -243,6 +248,16 @@ fn each_kind_of_tampering_is_named() {
             .contains("the entry's hash is not the proof's leaf"),
         "{:?}",
         failing(&r)
+    );
+    let r = resign(&|f| {
+        f[7].1 = br#"{"bomFormat": "CycloneDX", "components": [{"name": "left-pad"}]}"#.to_vec();
+    });
+    assert_eq!(
+        failing(&r),
+        [(
+            "sbom document".to_owned(),
+            "sbom.json is not the SBOM the attestation signs".to_owned()
+        )]
     );
     let r = resign(&|f| f.retain(|(path, _)| path != "canary/prod.json"));
     assert_eq!(

@@ -910,6 +910,11 @@ async fn build_evidence(
         let path = kind.bundle_path(&artifact);
         let bytes = maestro_sign::read_limited(&path, MAX_EVIDENCE_FILE)
             .map_err(|e| format!("{}: {e}", path.display()))?;
+        if kind == maestro_sign::evidence::Kind::Sbom {
+            let sbom = maestro_evidence::sbom_of(&bytes)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            files.push((maestro_evidence::SBOM.to_owned(), json(&sbom)));
+        }
         files.push((format!("artifact/{name}{}", kind.suffix()), bytes));
     }
     let first = progress

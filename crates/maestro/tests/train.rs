@@ -441,6 +441,7 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
         "hello-service 1.1.0 (released, commit",
         "ok   manifest signature",
         "ok   artifact evidence: signature, provenance and SBOM attestation of hello-service.tar.gz verify",
+        "ok   sbom document: sbom.json is the signed CycloneDX document",
         "ok   gates: 7 gate(s) green",
         "ok   canary reports: 2 canary report(s)",
         "verified",
