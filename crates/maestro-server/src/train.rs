@@ -1208,10 +1208,10 @@ pub async fn resume(state: Arc<AppState>) {
     loop {
         let rows = state
             .pool
-            .with(|s| s.releases(None, 200))
+            .with(|s| s.releases_progressing())
             .await
             .unwrap_or_default();
-        for r in rows.into_iter().filter(|r| r.status == "progressing") {
+        for r in rows {
             if let Some(train) = state
                 .trains
                 .get(&r.service)

@@ -355,6 +355,11 @@ pub trait Store: Send + std::fmt::Debug {
         tenant: Option<&str>,
         limit: usize,
     ) -> Result<Vec<ReleaseRow>, StoreError>;
+    /// Every release whose train is in progress (`progressing`), oldest first.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn releases_progressing(&mut self) -> Result<Vec<ReleaseRow>, StoreError>;
     /// The runs of a commit (full SHA), newest first.
     ///
     /// # Errors

@@ -1107,6 +1107,18 @@ impl Store for PgStore {
             .collect())
     }
 
+    fn releases_progressing(&mut self) -> Result<Vec<ReleaseRow>, StoreError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT id, tenant, service, version, commit_sha, artifact, digest, status, state, notes, actor, reason, created_at, updated_at FROM releases WHERE status = 'progressing' ORDER BY id",
+                &[],
+            )?
+            .iter()
+            .map(release_row)
+            .collect())
+    }
+
     fn runs_at_commit(&mut self, commit: &str, n: usize) -> Result<Vec<RunRow>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLS} FROM runs r WHERE r.commit_sha = $1 ORDER BY r.id DESC LIMIT $2"

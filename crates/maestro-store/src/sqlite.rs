@@ -1106,6 +1106,14 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
+    fn releases_progressing(&mut self) -> Result<Vec<ReleaseRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, tenant, service, version, commit_sha, artifact, digest, status, state, notes, actor, reason, created_at, updated_at FROM releases WHERE status = 'progressing' ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], release_row)?.collect::<Result<_, _>>()?;
+        Ok(rows)
+    }
+
     fn runs_at_commit(&mut self, commit: &str, limit: usize) -> Result<Vec<RunRow>, StoreError> {
         let sql = format!(
             "SELECT {RUN_COLS} FROM runs r WHERE r.commit_sha = ?1 ORDER BY r.id DESC LIMIT ?2"

@@ -564,6 +564,8 @@ releases_are_one_per_version_and_save_their_progress(fx) {
     assert_eq!(s.release("acme", "hello-service", "9.9.9").expect("read"), None);
     assert_eq!(s.releases(Some("acme"), 10).expect("list").len(), 1);
     assert_eq!(s.releases(None, 10).expect("list").len(), 2);
+    let progressing: Vec<i64> = s.releases_progressing().expect("query").iter().map(|r| r.id).collect();
+    assert_eq!(progressing, [id]);
 }
 
 runs_are_found_by_commit_newest_first(fx) {

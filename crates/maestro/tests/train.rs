@@ -270,6 +270,14 @@ fn world_with(smoke: &str, prod_set: &[&str]) -> World {
     w
 }
 
+/// A diagnostic's text with miette's line wrapping and gutter taken out.
+fn unwrapped(out: &str) -> String {
+    out.replace('│', " ")
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn cut(w: &World, extra: &[&str]) -> (Option<i32>, String) {
     let mut args = vec![
         "release",
@@ -295,11 +303,7 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     // The commit's gates are unknown to the conductor: refused, and it says why.
     let (code, out) = cut(&w, &[]);
     assert_eq!(code, Some(2), "{out}");
-    let flat = out
-        .replace('│', " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let flat = unwrapped(&out);
     assert!(
         flat.contains("422 gates_not_green: no pipeline run at commit"),
         "{out}"
@@ -591,11 +595,7 @@ fn promotion_is_blocked_without_verified_evidence_or_with_an_unhealthy_stage_and
         "--no-tag",
     ]);
     assert_eq!(code, Some(2), "{out}");
-    let flat = out
-        .replace('│', " ")
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ");
+    let flat = unwrapped(&out);
     assert!(flat.contains("422 unverified_artifact"), "{out}");
     assert!(flat.contains("sbom"), "{out}");
 
