@@ -455,7 +455,7 @@ async fn on_kubernetes_a_dead_metrics_source_rolls_the_canary_back_and_a_manual_
         ("hello-service-canary".to_owned(), 1_000),
         "the first step's weight on the route"
     );
-    let d = ended(&pool, id, Duration::from_secs(20)).await;
+    let d = ended(&pool, id, Duration::from_secs(90)).await;
     assert_eq!(d.status, "rolled_back", "{}", d.state);
     assert!(d.state.contains("metrics"), "{}", d.state);
     assert!(api.object(CANARY).is_none(), "the canary was deleted");
@@ -483,7 +483,7 @@ async fn on_kubernetes_a_dead_metrics_source_rolls_the_canary_back_and_a_manual_
     )
     .await
     .expect("promote");
-    let d = ended(&pool, id, Duration::from_secs(5)).await;
+    let d = ended(&pool, id, Duration::from_secs(60)).await;
     assert_eq!(d.status, "promoted");
     assert_eq!(
         image(&api.object(STABLE).expect("stable")),

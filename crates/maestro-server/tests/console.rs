@@ -224,7 +224,7 @@ fn start_driver() -> Option<(Driver, String)> {
         child,
         base: format!("http://127.0.0.1:{port}"),
     };
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         if let Ok(mut r) = agent().get(format!("{}/status", d.base)).call()
             && r.body_mut()
@@ -273,7 +273,7 @@ impl Browser<'_> {
     /// Waits for the page at a URL ending in `suffix`: a click or a form post returns
     /// before the navigation it starts has finished.
     fn arrive(&self, suffix: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let url = self.url();
             if url.ends_with(suffix) {
@@ -472,6 +472,7 @@ fn released(s: &Server) {
     let progress = json!({
         "run": null,
         "gates": [{"gate": "test", "green": true, "jobs": [["unit", "succeeded"]]}],
+        "migrations_changed": false,
         "stages": (["stage", "prod"].iter().map(|e| json!({
             "environment": e, "step": "done", "deployment": null,
             "smoke": [{"name": "greets", "passed": true, "exit_code": 0, "duration_ms": 40, "output": ""}],
