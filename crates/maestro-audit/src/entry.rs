@@ -36,6 +36,10 @@ pub const PRIVILEGED: &[&str] = &[
     "key.rotate",
 ];
 
+/// Actions only the log's own commands write (`Log::rotate`): an append of one of them
+/// is refused, so nobody holding the key can plant a key introduction.
+pub const RESERVED: &[&str] = &["key.rotate"];
+
 /// Whether `action` is privileged (needs a reason).
 #[must_use]
 pub fn is_privileged(action: &str) -> bool {

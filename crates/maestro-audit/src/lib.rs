@@ -28,7 +28,7 @@ pub use backend::Query;
 use backend::{Backend, Failpoint, Plan, Row, Stored};
 pub use entry::{Actor, Entry, Links, NewEntry, Outcome};
 pub use keys::{LogKey, Trust};
-pub use verify::{Problem, Report};
+pub use verify::{KeyIntroduction, Problem, Report};
 
 /// Audit log failures.
 #[derive(Debug, thiserror::Error)]
@@ -292,6 +292,18 @@ impl Log {
     ) -> Result<Vec<Receipt>, AuditError> {
         if entries.is_empty() {
             return Ok(Vec::new());
+        }
+        if let Some(e) = entries
+            .iter()
+            .find(|e| entry::RESERVED.contains(&e.action.as_str()))
+        {
+            return Err(AuditError::Invalid {
+                field: "action".to_owned(),
+                why: format!(
+                    "`{}` is reserved: only `maestro audit rotate-key` writes it",
+                    e.action
+                ),
+            });
         }
         let plan = self
             .backend
@@ -588,4 +600,87 @@ fn plan(
         checkpoint,
         meta,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Actor {
+        Actor {
+            id: "alice".to_owned(),
+            via: "test".to_owned(),
+        }
+    }
+
+    fn rotation(old: &LogKey, new: &LogKey) -> NewEntry {
+        NewEntry {
+            actor: alice(),
+            action: "key.rotate".to_owned(),
+            target: format!("log/{}", old.origin()),
+            params: serde_json::json!({"previous": old.vkey(), "vkey": new.vkey()}),
+            reason: Some("planted".to_owned()),
+            result: Outcome::Success,
+            links: Links::default(),
+            tenant: None,
+        }
+    }
+
+    #[test]
+    fn a_rotation_the_new_key_never_signed_introduces_nothing() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = Log::open_sqlite(&dir.path().join("store.db")).expect("log");
+        let (old, _) = LogKey::generate("example.test/audit").expect("old");
+        let (new, _) = LogKey::generate("example.test/audit").expect("new");
+        let note = NewEntry {
+            action: "note".to_owned(),
+            reason: None,
+            params: serde_json::json!({}),
+            target: "x".to_owned(),
+            ..rotation(&old, &new)
+        };
+        log.append(&old, &note).expect("append");
+        // Through the API a rotation is only `rotate`'s to write.
+        let err = log
+            .append(&old, &rotation(&old, &new))
+            .expect_err("reserved");
+        assert!(err.to_string().contains("reserved"), "{err}");
+        // Someone holding the key writes one anyway, below the API: signed by the old key
+        // alone.
+        let planted = rotation(&old, &new);
+        log.backend
+            .append(
+                &mut |head| plan(head, std::slice::from_ref(&planted), &old, None),
+                Failpoint::None,
+            )
+            .expect("planted");
+        let r = log
+            .verify(&Trust::new(&[old.vkey()]).expect("trust"), &[])
+            .expect("verify");
+        assert!(r.key_introductions.is_empty(), "{:?}", r.key_introductions);
+        assert!(
+            r.problems
+                .iter()
+                .any(|p| p.index == Some(1) && p.message.contains("planted")),
+            "{:?}",
+            r.problems
+        );
+        // A real rotation is signed by both and listed.
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut log = Log::open_sqlite(&dir.path().join("store.db")).expect("log");
+        log.append(&old, &note).expect("append");
+        log.rotate(&old, &new, alice(), "yearly rotation")
+            .expect("rotate");
+        let r = log
+            .verify(&Trust::new(&[old.vkey()]).expect("trust"), &[])
+            .expect("verify");
+        assert!(r.ok(), "{:?}", r.problems);
+        assert_eq!(
+            r.key_introductions,
+            [KeyIntroduction {
+                index: 1,
+                vkey: new.vkey().to_owned()
+            }]
+        );
+    }
 }

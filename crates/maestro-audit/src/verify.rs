@@ -36,9 +36,20 @@ pub struct Report {
     pub external: u64,
     /// Keys whose signatures verified (`name+id`).
     pub signers: BTreeSet<String>,
+    /// Every key the log introduced by a rotation, trusted from then on: the entry and the
+    /// verifier key. A rotation counts only when the checkpoint covering it is signed by
+    /// the key trusted before it and by the new key.
+    pub key_introductions: Vec<KeyIntroduction>,
     /// The root hash of the whole log (base64).
     pub root: String,
     pub problems: Vec<Problem>,
+}
+
+/// A key the log rotated to.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct KeyIntroduction {
+    pub index: u64,
+    pub vkey: String,
 }
 
 impl Report {
@@ -317,8 +328,27 @@ impl Checker {
             self.pending_keys.drain(..).partition(|(i, _)| *i < size);
         self.pending_keys = later;
         for (i, vkey) in now {
-            if let Err(e) = self.trust.add(&vkey) {
-                self.problem(Some(i), format!("entry {i} rotates to a bad key: {e}"));
+            // The checkpoint covering a rotation is signed by the new key too (it verified
+            // with a key trusted before it): an entry appended with the old key alone does
+            // not introduce anything.
+            let cosigned = crate::Trust::new(&[vkey.as_str()]).map(|t| t.verify(note).is_ok());
+            match cosigned {
+                Err(e) => self.problem(Some(i), format!("entry {i} rotates to a bad key: {e}")),
+                Ok(false) => self.problem(
+                    Some(i),
+                    format!(
+                        "entry {i} is a key rotation the new key never signed (the checkpoint covering it is signed by the old key alone): a planted rotation, not trusted"
+                    ),
+                ),
+                Ok(true) => match self.trust.add(&vkey) {
+                    Ok(()) => self
+                        .report
+                        .key_introductions
+                        .push(KeyIntroduction { index: i, vkey }),
+                    Err(e) => {
+                        self.problem(Some(i), format!("entry {i} rotates to a bad key: {e}"));
+                    }
+                },
             }
         }
     }

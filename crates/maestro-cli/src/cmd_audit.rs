@@ -348,6 +348,10 @@ fn verify(a: &AuditVerifyArgs) -> Result<u8, Failure> {
                     .join(", ")
             );
         }
+        // Every key the log rotated to, so an auditor sees each one it now trusts.
+        for k in &report.key_introductions {
+            println!("key introduced at entry {}: {}", k.index, k.vkey);
+        }
         println!("root {}", report.root);
         if report.ok() {
             println!("OK");
