@@ -193,6 +193,8 @@ fn create(a: &TokenCreateArgs) -> Result<u8, Failure> {
             "e.g. --name ci-deploy --actor ci:checkout",
         ));
     }
+    maestro_server::auth::check_actor_name(&a.actor)
+        .map_err(|m| usage(format!("--actor: {m}"), "the tenant is given with --tenant"))?;
     if a.scopes.is_empty() {
         return Err(usage(
             "a token needs at least one --scope".to_owned(),

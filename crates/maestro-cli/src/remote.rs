@@ -99,7 +99,7 @@ impl Remote {
         let url = self.reporter.run().url.clone();
         if self.masked > 0 {
             eprintln!(
-                "note: {} log line(s) that looked like secrets were masked before reporting",
+                "note: {} line(s) of logs, notes or test messages that looked like secrets were masked before reporting",
                 self.masked
             );
         }
@@ -118,20 +118,23 @@ impl EngineReporter for Remote {
         let Event::JobFinished { row, .. } = event else {
             return;
         };
+        let scanner = self.scanner.get_or_init(|| {
+            maestro_secrets::Scanner::new(maestro_secrets::Config::default_rules())
+        });
         let log = row
             .log_path
             .as_deref()
             .and_then(|p| log_tail(&row.name, std::path::Path::new(p), TAIL_BYTES))
             .map(|mut l| {
-                let scanner = self.scanner.get_or_init(|| {
-                    maestro_secrets::Scanner::new(maestro_secrets::Config::default_rules())
-                });
                 let (text, n) = maestro_secrets::mask_lines(scanner, &l.tail);
                 self.masked += n;
                 l.tail = text;
                 l
             });
-        self.reporter.job(row.clone(), log);
+        // Every other text of the job too: reason, note, test names and messages.
+        let mut row = row.clone();
+        self.masked += maestro_server::remote::mask_job(scanner, &mut row);
+        self.reporter.job(row, log);
     }
 }
 

@@ -50,6 +50,14 @@ struct NewToken {
     expires_in_seconds: u64,
 }
 
+/// A tenant's or role's name: 1 to 64 letters, digits, `-`, `_` or `.`.
+pub(crate) fn is_word(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
 fn words(field: &str, list: &[String]) -> Result<(), ApiError> {
     if list.len() > 32 {
         return Err(bad_request(format!(
@@ -64,6 +72,76 @@ fn words(field: &str, list: &[String]) -> Result<(), ApiError> {
         if !ok {
             return Err(bad_request(format!(
                 "request body: {field}[{i}] `{w}` must be 1 to 128 letters, digits or - _ . : * @ /"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A new token holds no more than its creator. Each role must be known to the conductor,
+/// and its roles and teams together grant nothing its creator cannot do: for every action
+/// of every endpoint and GraphQL field, where the policy lets the new token do it in the
+/// tenant or another, it must let the creator do it too (so an admin may mint a developer
+/// token without holding the `developer` role, never an admin token from an operator's). Each scope must be one of
+/// the creator's (`*` only from a creator with `*`).
+fn within_creator(
+    state: &crate::AppState,
+    creator: &crate::auth::Actor,
+    roles: &[String],
+    teams: &[String],
+    scopes: &[String],
+) -> Result<(), ApiError> {
+    let exceeds = |m: String| ApiError::new(StatusCode::FORBIDDEN, "exceeds_creator", m);
+    let mut actions: Vec<(&'static str, &'static str)> = crate::api::ENDPOINTS
+        .iter()
+        .map(|e| (e.action, e.kind))
+        .chain(crate::graphql::FIELDS.iter().map(|f| (f.action, f.kind)))
+        .collect();
+    actions.sort_unstable();
+    actions.dedup();
+    for (i, r) in roles.iter().enumerate() {
+        if !state.roles.contains(r) {
+            return Err(bad_request(format!(
+                "request body: roles[{i}] `{r}` is not a role of this conductor ({})",
+                state.roles.join(", ")
+            )));
+        }
+    }
+    // The new token as the policy will see it, against its creator, action by action.
+    let probe = crate::auth::Actor {
+        roles: roles.to_vec(),
+        teams: teams.to_vec(),
+        ..creator.clone()
+    };
+    // Its own tenant, and another (a policy may grant across tenants, by team say).
+    let tenants = [
+        creator.tenant.clone(),
+        format!("{}~another", creator.tenant),
+    ];
+    for (&(action, kind), tenant) in actions
+        .iter()
+        .flat_map(|a| tenants.iter().map(move |t| (a, t)))
+    {
+        let collection = Resource {
+            kind,
+            tenant: tenant.clone(),
+            ..Resource::default()
+        };
+        if state.policy.allows(&probe, action, &collection)
+            && !state.policy.allows(creator, action, &collection)
+        {
+            return Err(exceeds(format!(
+                "roles {roles:?} with teams {teams:?} may {action}, which {} may not: a token cannot hold more than its creator",
+                creator.id
+            )));
+        }
+    }
+    let all = creator.scopes.iter().any(|s| s == "*");
+    for (i, sc) in scopes.iter().enumerate() {
+        if !all && !creator.scopes.contains(sc) {
+            return Err(exceeds(format!(
+                "scopes[{i}]: {} does not hold the scope `{sc}`: a token cannot hold more than its creator",
+                creator.id
             )));
         }
     }
@@ -91,6 +169,15 @@ pub(crate) fn tokens_create(ctx: Ctx) -> Answer {
                     .to_owned(),
             ));
         }
+        crate::auth::check_actor_name(&body.actor)
+            .map_err(|m| bad_request(format!("request body: {m}")))?;
+        within_creator(
+            &ctx.auth.state,
+            &ctx.auth.actor,
+            &body.roles,
+            &body.teams,
+            &body.scopes,
+        )?;
         let max_s = crate::auth::MAX_TOKEN_LIFETIME_MS / 1000;
         if body.expires_in_seconds == 0 || body.expires_in_seconds > max_s.unsigned_abs() {
             return Err(bad_request(format!(
@@ -122,6 +209,7 @@ pub(crate) fn tokens_create(ctx: Ctx) -> Answer {
                 format!("{} may not create tokens", ctx.auth.actor.id),
             ));
         }
+        let permit = ctx.permit(&resource).await?;
         let stored = row.clone();
         ctx.auth
             .state
@@ -131,7 +219,7 @@ pub(crate) fn tokens_create(ctx: Ctx) -> Answer {
             .map_err(|e| ApiError::store(&e))?;
         let mut answer = serde_json::to_value(&row).unwrap_or_default();
         answer["secret"] = json!(secret);
-        ctx.auth.release_created(&resource, answer)
+        permit.created(answer)
     })
 }
 
@@ -159,6 +247,7 @@ pub(crate) fn tokens_revoke(ctx: Ctx) -> Answer {
         if !ctx.auth.visible(&resource) {
             return Err(missing());
         }
+        let permit = ctx.permit(&resource).await?;
         let target = id.clone();
         let revoked = ctx
             .auth
@@ -174,9 +263,6 @@ pub(crate) fn tokens_revoke(ctx: Ctx) -> Answer {
                 format!("token {id} is revoked already"),
             ));
         }
-        ctx.auth.release(
-            &resource,
-            json!({"id": id, "actor": token.actor, "revoked": true}),
-        )
+        permit.answer(json!({"id": id, "actor": token.actor, "revoked": true}))
     })
 }

@@ -20,9 +20,17 @@ use crate::AppState;
 use crate::auth::{self, Actor};
 use crate::authz::Resource;
 
-/// An answer the policy allowed. Only [`Authorized`] makes one.
+/// An answer the policy allowed. Only [`Authorized`] and [`Permit`] make one; only a
+/// [`Permit`] makes one a mutating endpoint may give.
 #[derive(Debug)]
-pub struct Checked(Body, StatusCode);
+pub struct Checked(Body, StatusCode, Permitted);
+
+/// Whether an answer came through a [`Permit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Permitted {
+    No,
+    Yes,
+}
 
 impl Checked {
     /// The JSON answer, if it is one (the console renders what the API answered).
@@ -172,7 +180,8 @@ impl Authorized {
         value: T,
         status: StatusCode,
     ) -> Result<Checked, ApiError> {
-        self.release(resource, value).map(|c| Checked(c.0, status))
+        self.release(resource, value)
+            .map(|c| Checked(c.0, status, Permitted::No))
     }
 
     /// As [`Authorized::release`], answering `201 Created`.
@@ -185,7 +194,7 @@ impl Authorized {
         value: T,
     ) -> Result<Checked, ApiError> {
         self.release(resource, value)
-            .map(|c| Checked(c.0, StatusCode::CREATED))
+            .map(|c| Checked(c.0, StatusCode::CREATED, Permitted::No))
     }
 
     /// Metrics exposition text as the answer when the policy allows the action on
@@ -214,6 +223,7 @@ impl Authorized {
                 bytes,
             },
             StatusCode::OK,
+            Permitted::No,
         ))
     }
 
@@ -221,7 +231,7 @@ impl Authorized {
         if !self.visible(resource) {
             return Err(not_found(resource));
         }
-        Ok(Checked(Body::Metrics(text), StatusCode::OK))
+        Ok(Checked(Body::Metrics(text), StatusCode::OK, Permitted::No))
     }
 
     /// The items the policy allows, as the answer.
@@ -255,7 +265,7 @@ impl Authorized {
 
 fn checked<T: Serialize>(value: T) -> Result<Checked, ApiError> {
     serde_json::to_value(value)
-        .map(|v| Checked(Body::Json(v), StatusCode::OK))
+        .map(|v| Checked(Body::Json(v), StatusCode::OK, Permitted::No))
         .map_err(|e| {
             ApiError::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -286,8 +296,48 @@ pub struct Ctx {
     /// The request body (empty for `GET`), read only after the request was authorized,
     /// at most [`MAX_BODY`] bytes of JSON.
     pub body: axum::body::Bytes,
-    /// A sensitive action's reason (`X-Maestro-Reason`), already audited.
+    /// A sensitive action's reason (`X-Maestro-Reason`), audited when the action is
+    /// permitted ([`Ctx::permit`]).
     pub reason: Option<String>,
+    endpoint: &'static Endpoint,
+    /// The sensitive action's audit entries, begun by [`Ctx::permit`].
+    audit: Arc<std::sync::Mutex<Option<Audited>>>,
+}
+
+/// Proof that the policy allows this request's action on one resource and, for a
+/// sensitive action, that its `started` audit entry is durable. Only [`Ctx::permit`] makes
+/// one, after every check of the request and before any write; a mutating endpoint can
+/// answer only through it, so a call that never got one (refused, invalid, another
+/// tenant's resource) has written nothing — not even to the audit log.
+#[derive(Debug)]
+pub struct Permit {
+    _private: (),
+}
+
+impl Permit {
+    /// `value` as the answer.
+    ///
+    /// # Errors
+    /// 500 when `value` does not serialize.
+    pub fn answer<T: Serialize>(&self, value: T) -> Result<Checked, ApiError> {
+        checked(value).map(|c| Checked(c.0, c.1, Permitted::Yes))
+    }
+
+    /// `value` as the answer, `201 Created`.
+    ///
+    /// # Errors
+    /// As [`Permit::answer`].
+    pub fn created<T: Serialize>(&self, value: T) -> Result<Checked, ApiError> {
+        self.status(value, StatusCode::CREATED)
+    }
+
+    /// `value` as the answer with its own status.
+    ///
+    /// # Errors
+    /// As [`Permit::answer`].
+    pub fn status<T: Serialize>(&self, value: T, status: StatusCode) -> Result<Checked, ApiError> {
+        checked(value).map(|c| Checked(c.0, status, Permitted::Yes))
+    }
 }
 
 /// The largest request body a REST endpoint reads (a remote run's report: up to
@@ -295,6 +345,44 @@ pub struct Ctx {
 pub const MAX_BODY: usize = 8 * 1024 * 1024;
 
 impl Ctx {
+    /// The permit to act on `resource`: the policy on the resource itself (404 when it
+    /// denies, as for a resource that does not exist), then, for a sensitive action, its
+    /// `started` audit entry (503 when it cannot be made durable: no audit, no action).
+    /// Call it after every check and before the first write.
+    ///
+    /// # Errors
+    /// 404 when the policy denies; 503 when the audit log cannot be written.
+    pub async fn permit(&self, resource: &Resource) -> Result<Permit, ApiError> {
+        if !self.auth.visible(resource) {
+            crate::log::event(
+                "warn",
+                "denied",
+                &[
+                    ("actor", json!(self.auth.actor.id)),
+                    ("action", json!(self.auth.action)),
+                    ("tenant", json!(resource.tenant)),
+                ],
+            );
+            return Err(not_found(resource));
+        }
+        if let Some(reason) = &self.reason {
+            let begun = self
+                .audit
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .is_some();
+            if !begun {
+                let a =
+                    Audited::begin(self.endpoint, &self.auth, &self.path, reason.clone()).await?;
+                *self
+                    .audit
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(a);
+            }
+        }
+        Ok(Permit { _private: () })
+    }
+
     /// The body as JSON of type `T`; an error names the field (`jobs[2].status`) and the
     /// line and column.
     ///
@@ -741,7 +829,8 @@ pub(crate) async fn dispatch_as(
     run_endpoint(e, auth, path, HashMap::new(), body, reason).await
 }
 
-/// The handler, between its audit entries when it is sensitive.
+/// The handler; a sensitive one between its audit entries (the first written by
+/// [`Ctx::permit`]). A mutating endpoint's answer must come through a [`Permit`].
 async fn run_endpoint(
     e: &'static Endpoint,
     auth: Authorized,
@@ -750,26 +839,36 @@ async fn run_endpoint(
     body: axum::body::Bytes,
     reason: Option<String>,
 ) -> Result<Checked, ApiError> {
-    let Some(reason) = reason else {
-        return (e.handler)(Ctx {
-            auth,
-            path,
-            query,
-            body,
-            reason: None,
-        })
-        .await;
-    };
-    let audit = Audited::begin(e, &auth, &path, reason.clone()).await?;
-    let answer = (e.handler)(Ctx {
+    let audit = Arc::new(std::sync::Mutex::new(None));
+    let mut answer = (e.handler)(Ctx {
         auth,
         path,
         query,
         body,
-        reason: Some(reason),
+        reason,
+        endpoint: e,
+        audit: Arc::clone(&audit),
     })
     .await;
-    audit.end(&answer).await;
+    if e.method != "GET" && matches!(&answer, Ok(c) if c.2 != Permitted::Yes) {
+        crate::log::event(
+            "error",
+            "answered without a permit",
+            &[("action", json!(e.action)), ("path", json!(e.path))],
+        );
+        answer = Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("{} answered without a permit", e.action),
+        ));
+    }
+    let begun = audit
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    if let Some(a) = begun {
+        a.end(&answer).await;
+    }
     answer
 }
 
@@ -799,6 +898,7 @@ fn reason_of(headers: &HeaderMap, action: &str) -> Result<String, ApiError> {
 }
 
 /// The audit entries of one sensitive request.
+#[derive(Debug)]
 struct Audited {
     state: Arc<AppState>,
     started: u64,

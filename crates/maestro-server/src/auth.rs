@@ -12,6 +12,46 @@ pub const MAX_TOKEN_LIFETIME_MS: i64 = 400 * 86_400 * 1000;
 /// Prefix of every secret, so secret scanners (ours included) recognise a leaked one.
 pub const PREFIX: &str = "mst_";
 
+/// The tenant whose actors keep their bare names.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// The roles the built-in policy knows; a token may hold only configured roles (these,
+/// unless the configuration's `roles` says otherwise).
+pub const BUILTIN_ROLES: &[&str] = &["viewer", "developer", "operator", "admin", "auditor"];
+
+/// The id an actor has everywhere it is recorded (audit entries, deployments, releases):
+/// the name it was given in the default tenant, `<tenant>/<name>` in any other, so no
+/// tenant's admin can mint a name another tenant's actor has. Names given over the API
+/// may not contain `/` (see [`check_actor_name`]).
+#[must_use]
+pub fn actor_id(tenant: &str, name: &str) -> String {
+    if tenant == DEFAULT_TENANT {
+        name.to_owned()
+    } else {
+        format!("{tenant}/{name}")
+    }
+}
+
+/// Whether `name` may be a new token's actor: no `/` (the tenant separator of
+/// [`actor_id`]) and none of the conductor's own actors (`conductor`, `train:…`).
+///
+/// # Errors
+/// Why not, for a person.
+pub fn check_actor_name(name: &str) -> Result<(), String> {
+    if name.contains('/') {
+        return Err(format!(
+            "actor `{name}` contains `/`, which separates a tenant from a name: use e.g. user:alice or ci:shop"
+        ));
+    }
+    let lower = name.to_ascii_lowercase();
+    if lower == "conductor" || lower.starts_with("conductor:") || lower.starts_with("train:") {
+        return Err(format!(
+            "actor `{name}` is reserved for the conductor's own actions: use e.g. user:alice or ci:shop"
+        ));
+    }
+    Ok(())
+}
+
 /// Who a request acts as, and what it may be used for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Actor {
@@ -147,7 +187,7 @@ pub fn actor_of(row: Option<TokenRow>, now_ms: i64) -> Result<Actor, AuthError> 
         return Err(AuthError::Expired(t.id));
     }
     Ok(Actor {
-        id: t.actor,
+        id: actor_id(&t.tenant, &t.actor),
         roles: t.roles,
         teams: t.teams,
         tenant: t.tenant,
@@ -189,6 +229,28 @@ mod tests {
         assert_eq!(bearer(Some("Bearer a.b+.c")), Err(AuthError::Malformed));
         let long = format!("Bearer a.{}.c", "b".repeat(crate::oidc::MAX_TOKEN));
         assert_eq!(bearer(Some(&long)), Err(AuthError::Malformed));
+    }
+
+    #[test]
+    fn actors_of_other_tenants_are_namespaced_and_reserved_names_refused() {
+        let row = |tenant: &str| TokenRow {
+            actor: "user:alice".into(),
+            tenant: tenant.into(),
+            expires_at_ms: 100,
+            ..TokenRow::default()
+        };
+        assert_eq!(
+            actor_of(Some(row("default")), 1).expect("valid").id,
+            "user:alice"
+        );
+        assert_eq!(
+            actor_of(Some(row("globex")), 1).expect("valid").id,
+            "globex/user:alice"
+        );
+        for bad in ["acme/user:alice", "conductor", "Conductor:x", "train:hello"] {
+            assert!(check_actor_name(bad).is_err(), "{bad}");
+        }
+        assert!(check_actor_name("user:alice@example.com").is_ok());
     }
 
     #[test]

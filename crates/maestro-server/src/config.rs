@@ -52,6 +52,10 @@ struct File {
     flags: Option<crate::flags::FlagsSettings>,
     #[serde(default)]
     trains: Vec<crate::train::TrainSettings>,
+    roles: Option<Vec<String>>,
+    max_clients: Option<usize>,
+    header_timeout_seconds: Option<u64>,
+    body_timeout_seconds: Option<u64>,
 }
 
 /// A validated configuration.
@@ -84,6 +88,10 @@ pub struct Config {
     pub flags: Option<std::sync::Arc<crate::flags::FlagsConfig>>,
     /// `[[trains]]`: release trains through the environments.
     pub trains: Vec<crate::train::Train>,
+    /// The roles a token may hold (a custom policy's; default [`crate::auth::BUILTIN_ROLES`]).
+    pub roles: Vec<String>,
+    /// Connections and how long a request may take to arrive.
+    pub limits: crate::listen::Limits,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -104,6 +112,15 @@ pub struct Settings {
     pub flags: Option<crate::flags::FlagsSettings>,
     /// `[[trains]]` tables: only a file sets them.
     pub trains: Vec<crate::train::TrainSettings>,
+    /// `roles`: the roles a custom policy knows.
+    pub roles: Option<Vec<String>>,
+    /// HTTP connections served at once (default 512).
+    pub max_clients: Option<usize>,
+    /// Seconds a client has to send a request's headers, and the longest a connection
+    /// stays idle between requests (default 10).
+    pub header_timeout_seconds: Option<u64>,
+    /// Seconds a client has to send a request's body after its headers (default 30).
+    pub body_timeout_seconds: Option<u64>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -144,6 +161,10 @@ impl Settings {
             environments: f.environments,
             flags: f.flags,
             trains: f.trains,
+            roles: f.roles,
+            max_clients: f.max_clients,
+            header_timeout_seconds: f.header_timeout_seconds,
+            body_timeout_seconds: f.body_timeout_seconds,
             base: Some(base.to_path_buf()),
         })
     }
@@ -176,6 +197,10 @@ impl Settings {
             } else {
                 over.trains
             },
+            roles: over.roles.or(self.roles),
+            max_clients: over.max_clients.or(self.max_clients),
+            header_timeout_seconds: over.header_timeout_seconds.or(self.header_timeout_seconds),
+            body_timeout_seconds: over.body_timeout_seconds.or(self.body_timeout_seconds),
             base: over.base.or(self.base),
         }
     }
@@ -209,9 +234,39 @@ impl Settings {
                 "only postgres:// URLs and SQLite file paths are supported".to_owned(),
             ));
         }
+        // Development mode (GraphiQL, introspection, no query cost limits beyond the
+        // production ones) only where nobody else can reach it, unless asked for.
         let mode = match self.mode {
-            None => Mode::default(),
+            None if listen.ip().is_loopback() => Mode::Development,
+            None => Mode::Production,
             Some(m) => Mode::parse(&m).map_err(|e| bad("mode", e))?,
+        };
+        let roles = match self.roles {
+            None => crate::auth::BUILTIN_ROLES
+                .iter()
+                .map(|r| (*r).to_owned())
+                .collect(),
+            Some(r) if r.is_empty() => {
+                return Err(bad(
+                    "roles",
+                    "is empty: list the roles your policy grants (or leave it out for the built-in ones)".to_owned(),
+                ));
+            }
+            Some(r) => {
+                if let Some(w) = r.iter().find(|w| {
+                    w.is_empty()
+                        || w.len() > 64
+                        || !w
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b))
+                }) {
+                    return Err(bad(
+                        "roles",
+                        format!("`{w}` is not a role name: 1 to 64 letters, digits or - _ . :"),
+                    ));
+                }
+                r
+            }
         };
         if let Some(p) = &self.policy
             && !p.is_dir()
@@ -230,6 +285,37 @@ impl Settings {
                 "max_connections",
                 format!("{max_connections} is out of range: use 1 to 1024"),
             ));
+        }
+        let mut limits = crate::listen::Limits::default();
+        if let Some(n) = self.max_clients {
+            if !(8..=65_536).contains(&n) {
+                return Err(bad(
+                    "max_clients",
+                    format!(
+                        "{n} is out of range: use 8 to 65536 (keep it under the open-files limit)"
+                    ),
+                ));
+            }
+            limits.max_clients = n;
+        }
+        for (field, value, slot) in [
+            (
+                "header_timeout_seconds",
+                self.header_timeout_seconds,
+                &mut limits.header_timeout,
+            ),
+            (
+                "body_timeout_seconds",
+                self.body_timeout_seconds,
+                &mut limits.body_timeout,
+            ),
+        ] {
+            if let Some(t) = value {
+                if !(1..=3_600).contains(&t) {
+                    return Err(bad(field, format!("{t} is out of range: use 1 to 3600")));
+                }
+                *slot = std::time::Duration::from_secs(t);
+            }
         }
         let mut reaper = crate::remote::Reaper::default();
         if let Some(t) = self.remote_run_timeout_seconds {
@@ -297,6 +383,8 @@ impl Settings {
             trains.push(train);
         }
         Ok(Config {
+            limits,
+            roles,
             environments,
             flags,
             trains,
@@ -317,6 +405,24 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_conductor_others_can_reach_runs_in_production_mode_unless_told() {
+        let open = |listen: &str, mode: Option<&str>| {
+            Settings {
+                listen: Some(listen.to_owned()),
+                mode: mode.map(str::to_owned),
+                ..Settings::default()
+            }
+            .validate("store.db")
+            .expect("valid")
+            .mode
+        };
+        assert_eq!(open("0.0.0.0:7070", None), Mode::Production);
+        assert_eq!(open("192.0.2.7:7070", None), Mode::Production);
+        assert_eq!(open("[::1]:7070", None), Mode::Development);
+        assert_eq!(open("0.0.0.0:7070", Some("development")), Mode::Development);
+    }
 
     #[test]
     fn defaults_are_loopback_development_and_the_given_database() {

@@ -61,6 +61,80 @@ pub struct EnvironmentSettings {
     pub kubernetes: Option<KubeSettings>,
     /// The PromQL the canary is judged with (defaults: the proxy's series).
     pub prometheus_queries: Option<QuerySettings>,
+    /// The tenant it belongs to: only that tenant's operators deploy to it, steer its
+    /// canaries, roll it back and read it.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    /// The variables a deploy may set (`maestro deploy --set NAME=VALUE`, the API's
+    /// `env`): none by default. A variable not listed is refused, naming it.
+    #[serde(default)]
+    pub deploy_env: Vec<String>,
+}
+
+fn default_tenant() -> String {
+    crate::auth::DEFAULT_TENANT.to_owned()
+}
+
+/// Variables no configuration may let a deploy set: they change how the dynamic loader,
+/// a shell or an interpreter starts, i.e. they run code of the deployer's choosing.
+const NEVER_SETTABLE: &[&str] = &[
+    "PATH",
+    "HOME",
+    "IFS",
+    "ENV",
+    "BASH_ENV",
+    "SHELLOPTS",
+    "BASHOPTS",
+    "PS4",
+    "PROMPT_COMMAND",
+    "NODE_OPTIONS",
+    "NODE_PATH",
+    "PERL5OPT",
+    "PERL5LIB",
+    "PERLLIB",
+    "RUBYOPT",
+    "RUBYLIB",
+    "JAVA_TOOL_OPTIONS",
+    "_JAVA_OPTIONS",
+    "JDK_JAVA_OPTIONS",
+    "CLASSPATH",
+    "BROWSER",
+    "EDITOR",
+    "VISUAL",
+    "PAGER",
+    "GIT_SSH_COMMAND",
+    "GCONV_PATH",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "RES_OPTIONS",
+    "TMPDIR",
+];
+
+/// Prefixes of the same kind (`LD_PRELOAD`, `PYTHONSTARTUP`, `DYLD_…`, `MAESTRO_…`: the
+/// conductor's own).
+const NEVER_SETTABLE_PREFIXES: &[&str] =
+    &["LD_", "DYLD_", "PYTHON", "MAESTRO_", "GLIBC_", "MALLOC_"];
+
+/// Why a deploy may never set `name`, if it may not.
+fn never_settable(name: &str) -> Option<&'static str> {
+    if NEVER_SETTABLE.contains(&name) || NEVER_SETTABLE_PREFIXES.iter().any(|p| name.starts_with(p))
+    {
+        return Some(
+            "it changes how the release's programs start (loader, shell or interpreter) or is the conductor's own",
+        );
+    }
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_')
+        || name.as_bytes()[0].is_ascii_digit()
+    {
+        return Some(
+            "a variable name is 1 to 128 uppercase letters, digits and _, not starting with a digit",
+        );
+    }
+    None
 }
 
 /// `[environments.kubernetes]`.
@@ -126,6 +200,53 @@ fn default_ready() -> u64 {
 pub struct EnvConfig {
     pub spec: EnvSpec,
     pub trust_keys: Vec<PathBuf>,
+    /// The tenant it belongs to.
+    pub tenant: String,
+    /// The variables a deploy may set.
+    pub deploy_env: Vec<String>,
+}
+
+impl EnvConfig {
+    /// The environment as the policy sees it: of its tenant, whoever asks.
+    #[must_use]
+    pub fn resource(&self) -> Resource {
+        Resource {
+            kind: "deployment",
+            id: None,
+            service: Some(self.spec.service.clone()),
+            environment: Some(self.spec.name.clone()),
+            tenant: self.tenant.clone(),
+        }
+    }
+
+    /// The deploy's variables, if each is one this environment lets a deploy set.
+    ///
+    /// # Errors
+    /// Names the first variable that is not, and what may be set.
+    pub fn check_deploy_env(&self, env: &BTreeMap<String, String>) -> Result<(), String> {
+        if env.len() > 64 {
+            return Err(format!("env: {} variables; at most 64", env.len()));
+        }
+        for (k, v) in env {
+            if !self.deploy_env.contains(k) {
+                let allowed = if self.deploy_env.is_empty() {
+                    "none".to_owned()
+                } else {
+                    self.deploy_env.join(", ")
+                };
+                return Err(format!(
+                    "env.{k}: environment `{}` does not let a deploy set `{k}` (it may set: {allowed}); an operator adds it to the environment's deploy_env",
+                    self.spec.name
+                ));
+            }
+            if v.len() > 4096 || v.contains('\0') {
+                return Err(format!(
+                    "env.{k}: the value must be at most 4096 bytes, without NUL"
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl EnvironmentSettings {
@@ -145,6 +266,23 @@ impl EnvironmentSettings {
             source_name: field(f),
             message,
         };
+        if !crate::admin::is_word(&self.tenant) {
+            return Err(bad(
+                "tenant",
+                format!(
+                    "`{}` is not a tenant name: letters, digits and - _ .",
+                    self.tenant
+                ),
+            ));
+        }
+        for (j, v) in self.deploy_env.iter().enumerate() {
+            if let Some(why) = never_settable(v) {
+                return Err(bad(
+                    &format!("deploy_env[{j}]"),
+                    format!("`{v}` can never be set by a deploy: {why}"),
+                ));
+            }
+        }
         let name_ok = !self.name.is_empty()
             && self.name.len() <= 63
             && self
@@ -336,6 +474,8 @@ impl EnvironmentSettings {
                 state_dir,
             },
             trust_keys,
+            tenant: self.tenant,
+            deploy_env: self.deploy_env,
         })
     }
 }
@@ -717,26 +857,14 @@ async fn record(state: Arc<crate::AppState>, mut rx: tokio::sync::mpsc::Unbounde
     }
 }
 
-fn environment_resource(name: &str, service: &str, tenant: &str) -> Resource {
-    Resource {
-        kind: "deployment",
-        id: None,
-        service: Some(service.to_owned()),
-        environment: Some(name.to_owned()),
-        tenant: tenant.to_owned(),
-    }
-}
-
-/// The environment the path names, as a resource the actor may act on (404 otherwise).
+/// The environment the path names, as a resource the actor may act on: of the tenant it
+/// belongs to, so another tenant's actor gets 404, as for one that does not exist.
 fn visible_environment(
     ctx: &Ctx,
 ) -> Result<(String, Arc<Environment>, EnvConfig, Resource), ApiError> {
     let name = ctx.path.get("env").cloned().unwrap_or_default();
     let (env, cfg) = find(ctx, &name)?;
-    let r = environment_resource(&name, &cfg.spec.service, &ctx.auth.actor.tenant);
-    if !ctx.auth.visible(&r) {
-        return Err(crate::api::not_found(&r));
-    }
+    let r = cfg.resource();
     Ok((name, env, cfg, r))
 }
 
@@ -761,20 +889,26 @@ async fn history(
         .map_err(|e| ApiError::store(&e))
 }
 
+/// The environment `name`, if the actor may see it (404 otherwise, as for one that does
+/// not exist) and it runs here (503 otherwise).
 fn find(ctx: &Ctx, name: &str) -> Result<(Arc<Environment>, EnvConfig), ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no environment `{name}` on this conductor"),
+        )
+    };
     let slot = ctx
         .auth
         .state
         .environments
         .get()
         .and_then(|e| e.by_name.get(name))
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no environment `{name}` on this conductor"),
-            )
-        })?;
+        .ok_or_else(missing)?;
+    if !ctx.auth.visible(&slot.cfg.resource()) {
+        return Err(missing());
+    }
     let env = slot.get().ok_or_else(|| {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -801,7 +935,7 @@ pub(crate) fn environment_read(ctx: Ctx) -> Answer {
         let (stable, deployments) = history(&ctx, &name, 20).await?;
         let deployments: Vec<_> = deployments
             .iter()
-            .filter(|d| d.tenant == ctx.auth.actor.tenant)
+            .filter(|d| d.tenant == cfg.tenant)
             .map(|d| json!({"id": d.id, "version": d.version, "status": d.status, "actor": d.actor, "reason": d.reason, "created_at_ms": d.created_at_ms}))
             .collect();
         ctx.auth.release(
@@ -836,6 +970,8 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
     Box::pin(async move {
         let (name, env, cfg, r) = visible_environment(&ctx)?;
         let body: DeployBody = ctx.json()?;
+        cfg.check_deploy_env(&body.env)
+            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "env_not_allowed", m))?;
         if let Some(run) = body.run {
             // Only a run of the caller's own tenant: another's is as unknown as a missing one.
             let row = ctx.auth.state.pool.with(move |s| s.run(run)).await;
@@ -848,6 +984,7 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
                 ));
             }
         }
+        let permit = ctx.permit(&r).await?;
         let artifact = body.artifact.clone();
         let trust = cfg.trust_keys.clone();
         let releases = cfg.spec.state_dir.join("releases");
@@ -868,7 +1005,7 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
                 },
                 Request {
                     actor: ctx.auth.actor.id.clone(),
-                    tenant: ctx.auth.actor.tenant.clone(),
+                    tenant: cfg.tenant.clone(),
                     reason,
                     run_id: body.run,
                 },
@@ -886,8 +1023,7 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
                     other.to_string(),
                 ),
             })?;
-        ctx.auth.release_created(
-            &r,
+        permit.created(
             json!({"id": id, "version": unpacked.version, "artifact": unpacked.digest, "url": format!("/api/v1/deployments/{id}")}),
         )
     })
@@ -960,6 +1096,7 @@ pub(crate) fn deployment_control(ctx: Ctx) -> Answer {
             }
         };
         let (env, _) = find(&ctx, &row.environment)?;
+        let permit = ctx.permit(&r).await?;
         let why = format!(
             "{}: {}",
             ctx.auth.actor.id,
@@ -973,10 +1110,7 @@ pub(crate) fn deployment_control(ctx: Ctx) -> Answer {
             ),
             other => ApiError::new(StatusCode::CONFLICT, "refused", other.to_string()),
         })?;
-        ctx.auth.release(
-            &r,
-            json!({"id": row.id, "command": cmd.as_str(), "done": true}),
-        )
+        permit.answer(json!({"id": row.id, "command": cmd.as_str(), "done": true}))
     })
 }
 
@@ -993,13 +1127,14 @@ struct RollbackBody {
 /// earlier good one (promoted before, still unpacked), at once.
 pub(crate) fn rollback(ctx: Ctx) -> Answer {
     Box::pin(async move {
-        let (name, env, _, r) = visible_environment(&ctx)?;
+        let (name, env, cfg, r) = visible_environment(&ctx)?;
         let body: RollbackBody = if ctx.body.is_empty() {
             RollbackBody::default()
         } else {
             ctx.json()?
         };
-        let (stable, history) = history(&ctx, &name, 200).await?;
+        let (stable, mut history) = history(&ctx, &name, 200).await?;
+        history.retain(|d| d.tenant == cfg.tenant);
         let current = stable.map(|s| s.version).unwrap_or_default();
         let target = history.iter().find(|d| {
             d.status == "promoted"
@@ -1016,12 +1151,23 @@ pub(crate) fn rollback(ctx: Ctx) -> Answer {
                 },
             ));
         };
+        let extra = serde_json::from_str(&target.env).map_err(|e| {
+            ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "state_unreadable",
+                format!(
+                    "deployment {}: its stored variables do not parse ({e}); nothing was done",
+                    target.id
+                ),
+            )
+        })?;
         let release = Release {
             version: target.version.clone(),
             artifact: target.artifact.clone(),
             dir: PathBuf::from(&target.release_dir),
-            env: serde_json::from_str(&target.env).unwrap_or_default(),
+            env: extra,
         };
+        let permit = ctx.permit(&r).await?;
         env.set_stable(release).await.map_err(|e| match e {
             maestro_deliver::DeployError::Busy(id) => ApiError::new(
                 StatusCode::CONFLICT,
@@ -1034,8 +1180,7 @@ pub(crate) fn rollback(ctx: Ctx) -> Answer {
                 other.to_string(),
             ),
         })?;
-        ctx.auth.release(
-            &r,
+        permit.answer(
             json!({"environment": name, "from": current, "to": target.version, "deployment": target.id}),
         )
     })

@@ -274,8 +274,9 @@ pub(crate) fn ofrep_one(ctx: Ctx) -> Answer {
         let body = eval_body(&ctx)?;
         let r = cfg.evaluate(&key, &body.context);
         let (status, v) = ofrep(&r);
-        ctx.auth
-            .release_status(&cfg.resource(Some(&key)), v, status)
+        ctx.permit(&cfg.resource(Some(&key)))
+            .await?
+            .status(v, status)
     })
 }
 
@@ -292,8 +293,9 @@ pub(crate) fn ofrep_all(ctx: Ctx) -> Answer {
             .filter(|f| f.enabled)
             .map(|f| ofrep(&cfg.evaluate(&f.key, &body.context)).1)
             .collect();
-        ctx.auth
-            .release(&cfg.resource(None), json!({"flags": flags}))
+        ctx.permit(&cfg.resource(None))
+            .await?
+            .answer(json!({"flags": flags}))
     })
 }
 
@@ -346,8 +348,9 @@ pub(crate) fn flagd(ctx: Ctx) -> Answer {
                 );
             }
             return ctx
-                .auth
-                .release(&cfg.resource(None), json!({"flags": flags}));
+                .permit(&cfg.resource(None))
+                .await?
+                .answer(json!({"flags": flags}));
         }
         let want: fn(&Value) -> bool = match method.as_str() {
             "ResolveBoolean" => Value::is_boolean,
@@ -386,8 +389,9 @@ pub(crate) fn flagd(ctx: Ctx) -> Answer {
                 )
             }
         };
-        ctx.auth
-            .release_status(&cfg.resource(Some(&body.flag_key)), v, status)
+        ctx.permit(&cfg.resource(Some(&body.flag_key)))
+            .await?
+            .status(v, status)
     })
 }
 
@@ -440,6 +444,9 @@ pub(crate) fn kill(ctx: Ctx) -> Answer {
         if !registry.flags.contains_key(&key) {
             return Err(crate::api::not_found(&r));
         }
+        // Every check before the first write: a flag of another tenant is refused here,
+        // and nothing is stored or audited.
+        let permit = ctx.permit(&r).await?;
         let row = FlagKillRow {
             key: key.clone(),
             killed,
@@ -461,12 +468,9 @@ pub(crate) fn kill(ctx: Ctx) -> Answer {
         kills.insert(key.clone(), row.clone());
         drop(kills);
         let flag = &registry.flags[&key];
-        ctx.auth.release(
-            &r,
-            json!({
-                "key": key, "killed": killed, "actor": row.actor, "reason": row.reason,
-                "serves": if killed { &flag.kill_variant } else { &flag.default_variant },
-            }),
-        )
+        permit.answer(json!({
+            "key": key, "killed": killed, "actor": row.actor, "reason": row.reason,
+            "serves": if killed { &flag.kill_variant } else { &flag.default_variant },
+        }))
     })
 }

@@ -37,6 +37,9 @@ pub const MAX_DEPTH: usize = 8;
 pub const MAX_COMPLEXITY: usize = 2_000;
 /// The largest `/graphql` request body.
 pub const MAX_BODY: usize = 64 * 1024;
+/// The largest answer: a document that would return more is refused with a message, not
+/// sent (`logTail` and every list also count towards [`MAX_COMPLEXITY`]).
+pub const MAX_RESPONSE: usize = 8 << 20;
 /// The most runs one `runs` field returns.
 pub const MAX_RUNS: i32 = 500;
 
@@ -696,6 +699,7 @@ impl Job {
     /// The last `lines` lines of the job's log, when this conductor holds the logs of
     /// the run: the tail a remote run reported, or for a run of this machine its log
     /// file (a SQLite store beside its `runs/` directory); null otherwise.
+    #[graphql(complexity = "1 + usize::try_from(lines.clamp(1, 1_000)).unwrap_or(1) / 10")]
     async fn log_tail(&self, #[graphql(default = 100)] lines: i32) -> Option<String> {
         let run = self.run.run.id;
         let lines = usize::try_from(lines.clamp(1, 1_000)).unwrap_or(100);
@@ -898,13 +902,39 @@ pub async fn execute(state: &Arc<AppState>, actor: Actor, body: &Body) -> Result
         actor,
     });
     let resp = state.graphql.execute(req).await;
-    serde_json::to_value(&resp).map_err(|e| {
+    let v = serde_json::to_value(&resp).map_err(|e| {
         ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             format!("encoding failed: {e}"),
         )
-    })
+    })?;
+    let mut size = Counter(0);
+    let _ = serde_json::to_writer(&mut size, &v);
+    if size.0 > MAX_RESPONSE {
+        return Err(request_error(
+            "response_too_large",
+            format!(
+                "the answer would be {} MiB, more than the {} MiB a query may return: ask for fewer runs, jobs or log lines",
+                size.0 >> 20,
+                MAX_RESPONSE >> 20
+            ),
+        ));
+    }
+    Ok(v)
+}
+
+/// Counts the bytes written to it.
+struct Counter(usize);
+
+impl std::io::Write for Counter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0 = self.0.saturating_add(buf.len());
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 fn answer(result: Result<Value, ApiError>) -> Response {

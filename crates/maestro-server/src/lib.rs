@@ -16,6 +16,7 @@ pub mod coverage;
 pub mod environments;
 pub mod flags;
 pub mod graphql;
+pub mod listen;
 pub mod log;
 pub mod matrix;
 mod memo;
@@ -123,6 +124,10 @@ pub struct AppState {
     /// This conductor among several on one store (set by [`serve`]).
     pub holder: std::sync::OnceLock<String>,
     pub(crate) environment_configs: Vec<environments::EnvConfig>,
+    /// The roles a token may hold.
+    pub(crate) roles: Vec<String>,
+    /// How many connections it serves and how long it waits for a request.
+    pub(crate) limits: listen::Limits,
     exporter: Option<maestro_telemetry::otlp::Exporter>,
     span_delay: std::time::Duration,
 }
@@ -174,6 +179,8 @@ impl AppState {
             spans: std::sync::OnceLock::new(),
             environments: std::sync::OnceLock::new(),
             environment_configs: config.environments.clone(),
+            roles: config.roles.clone(),
+            limits: config.limits,
             trains: train::Trains::new(config.trains.clone()),
             holder: std::sync::OnceLock::new(),
             flags: config.flags.clone(),
@@ -277,9 +284,13 @@ pub async fn serve(
         .flags
         .clone()
         .map(|cfg| tokio::spawn(flags::refresh(Arc::clone(&state), cfg)));
-    let served = axum::serve(listener, api::router(Arc::clone(&state)))
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let served = listen::serve(
+        listener,
+        api::router(Arc::clone(&state)),
+        state.limits,
+        shutdown,
+    )
+    .await;
     reaper.abort();
     if let Some(t) = trains {
         t.abort();

@@ -70,7 +70,20 @@ pub async fn layer(State(state): State<Arc<AppState>>, req: Request, next: Next)
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    // Only the methods HTTP defines become label values (OpenTelemetry's `_OTHER` for
+    // the rest): a client cannot grow the label set.
+    let method = match *req.method() {
+        axum::http::Method::GET
+        | axum::http::Method::HEAD
+        | axum::http::Method::POST
+        | axum::http::Method::PUT
+        | axum::http::Method::DELETE
+        | axum::http::Method::PATCH
+        | axum::http::Method::OPTIONS
+        | axum::http::Method::CONNECT
+        | axum::http::Method::TRACE => req.method().as_str().to_owned(),
+        _ => "_OTHER".to_owned(),
+    };
     let caller = req
         .headers()
         .get("traceparent")

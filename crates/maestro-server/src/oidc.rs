@@ -97,16 +97,31 @@ pub struct Issuer {
     pub require: BTreeMap<String, String>,
 }
 
-/// `https://…`, or `http://` to a loopback host (a local IdP in development and tests).
-fn secure_url(url: &str) -> bool {
-    if url.starts_with("https://") {
-        return true;
+/// `https://…`, or `http://` to a loopback host (a local IdP in development and tests),
+/// judged on the parsed URL: its scheme and host, never its text. A URL with a user or
+/// password (`http://127.0.0.1:80@idp.example/…` names the host `idp.example`) is refused.
+fn secure_url(text: &str) -> bool {
+    // A backslash is a slash to a WHATWG parser and not to every HTTP client: refused, as
+    // is anything a parser would strip (spaces, control characters).
+    if text
+        .chars()
+        .any(|c| c == '\\' || c.is_whitespace() || c.is_control())
+    {
+        return false;
     }
-    url.strip_prefix("http://").is_some_and(|rest| {
-        let host = rest.split(['/', '?']).next().unwrap_or_default();
-        let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-        matches!(host, "127.0.0.1" | "localhost" | "[::1]")
-    })
+    let Ok(url) = url::Url::parse(text) else {
+        return false;
+    };
+    if !url.username().is_empty() || url.password().is_some() {
+        return false;
+    }
+    match (url.scheme(), url.host()) {
+        ("https", Some(_)) => true,
+        ("http", Some(url::Host::Domain(d))) => d.eq_ignore_ascii_case("localhost"),
+        ("http", Some(url::Host::Ipv4(ip))) => ip.is_loopback(),
+        ("http", Some(url::Host::Ipv6(ip))) => ip.is_loopback(),
+        _ => false,
+    }
 }
 
 impl IssuerSettings {
@@ -558,8 +573,9 @@ fn actor(i: &Issuer, claims: &Map<String, Value>) -> Result<Actor, AuthError> {
         Tenant::Fixed(t) => t.clone(),
         Tenant::Claim(c) => text_claim(claims, c)?,
     };
+    let name = format!("{}{}", i.actor_prefix, text_claim(claims, &i.actor_claim)?);
     Ok(Actor {
-        id: format!("{}{}", i.actor_prefix, text_claim(claims, &i.actor_claim)?),
+        id: crate::auth::actor_id(&tenant, &name),
         roles,
         teams,
         tenant,
@@ -647,7 +663,11 @@ mod tests {
             &sign(Algorithm::RS256, Some("rsa-a"), RSA_A, &github_claims()),
         )
         .expect("valid");
-        assert_eq!(a.id, "oidc:repo:octo-org/octo-repo:ref:refs/heads/main");
+        // Namespaced by its tenant, as every actor outside the default tenant.
+        assert_eq!(
+            a.id,
+            "octo-org/oidc:repo:octo-org/octo-repo:ref:refs/heads/main"
+        );
         assert_eq!(a.tenant, "octo-org");
         assert_eq!(a.roles, ["developer"]);
         assert_eq!(a.scopes, ["runs:read", "runs:write"]);
@@ -848,5 +868,13 @@ mod tests {
         }
         assert!(secure_url("http://127.0.0.1:8080/jwks") && secure_url("http://localhost/x"));
         assert!(!secure_url("http://127.0.0.1.evil.example/jwks"));
+        // Userinfo that looks like a loopback host: the host is the one after `@`.
+        assert!(!secure_url("http://127.0.0.1:80@idp.example.com/jwks"));
+        assert!(!secure_url("http://localhost@idp.example.com/jwks"));
+        assert!(!secure_url("https://user:pass@idp.example.com/jwks"));
+        assert!(!secure_url("HTTP://idp.example.com/jwks"));
+        assert!(!secure_url("ftp://127.0.0.1/jwks") && !secure_url("not a url"));
+        assert!(!secure_url("http://127.0.0.1\\@idp.example.com/"));
+        assert!(secure_url("HTTPS://IDP.example.com/jwks") && secure_url("http://[::1]:9000/jwks"));
     }
 }

@@ -127,6 +127,7 @@ pub(crate) fn create(ctx: Ctx) -> Answer {
                 ),
             ));
         }
+        let permit = ctx.permit(&resource).await?;
         let run = NewRun {
             pipeline: body.pipeline,
             root: String::new(),
@@ -156,15 +157,55 @@ pub(crate) fn create(ctx: Ctx) -> Answer {
                 ("tenant", json!(actor.tenant)),
             ],
         );
-        let resource = Resource {
-            id: Some(id.to_string()),
-            ..resource
-        };
-        ctx.auth.release_created(
-            &resource,
-            json!({"id": id, "url": format!("/console/runs/{id}")}),
-        )
+        permit.created(json!({"id": id, "url": format!("/console/runs/{id}")}))
     })
+}
+
+/// The default secret rules (ours included: API tokens, audit keys), compiled once.
+fn scanner() -> &'static maestro_secrets::Scanner {
+    static SCANNER: std::sync::OnceLock<maestro_secrets::Scanner> = std::sync::OnceLock::new();
+    SCANNER.get_or_init(|| maestro_secrets::Scanner::new(maestro_secrets::Config::default_rules()))
+}
+
+fn mask(scanner: &maestro_secrets::Scanner, text: &mut String) -> usize {
+    let (masked, n) = maestro_secrets::mask_lines(scanner, text);
+    if n > 0 {
+        *text = masked;
+    }
+    n
+}
+
+/// Masks every text of a job that came from the build and may hold a secret: its reason
+/// and note, and each test's suite, class, name and message (a JUnit failure message
+/// often quotes the environment). A line where a secret rule matches becomes
+/// `[REDACTED: <rule> secret]`. Returns the lines masked.
+pub fn mask_job(scanner: &maestro_secrets::Scanner, j: &mut JobRow) -> usize {
+    let mut n = 0;
+    for t in [&mut j.reason, &mut j.note].into_iter().flatten() {
+        n += mask(scanner, t);
+    }
+    for t in &mut j.tests {
+        for f in [&mut t.suite, &mut t.classname, &mut t.name] {
+            n += mask(scanner, f);
+        }
+        if let Some(m) = &mut t.message {
+            n += mask(scanner, m);
+        }
+    }
+    n
+}
+
+/// [`mask_job`] over every job of a report, and every log tail. The client masks before
+/// it sends; the conductor masks again before it stores (a client may be old, or not ours).
+pub fn mask_report(scanner: &maestro_secrets::Scanner, r: &mut Report) -> usize {
+    let mut n = 0;
+    for j in &mut r.jobs {
+        n += mask_job(scanner, j);
+    }
+    for l in &mut r.logs {
+        n += mask(scanner, &mut l.tail);
+    }
+    n
 }
 
 /// What a report must be before it reaches the store: numbered, its jobs named once
@@ -208,6 +249,7 @@ fn checked_report(mut r: Report) -> Result<Report, ApiError> {
         }
         sanitize(j);
     }
+    mask_report(scanner(), &mut r);
     if r.logs.len() > r.jobs.len() {
         return Err(bad_request(
             "request body: logs has more entries than jobs".to_owned(),
@@ -269,6 +311,7 @@ pub(crate) fn report(ctx: Ctx) -> Answer {
     Box::pin(async move {
         let report = checked_report(ctx.json()?)?;
         let run = visible_run(&ctx).await?;
+        let permit = ctx.permit(&run_resource(&run)).await?;
         let me = ctx.auth.actor.id.clone();
         let id = run.id;
         let (seq, closes) = (report.seq, report.status);
@@ -309,10 +352,7 @@ pub(crate) fn report(ctx: Ctx) -> Answer {
                 &[("run", json!(id)), ("status", json!(status.as_str()))],
             );
         }
-        ctx.auth.release(
-            &run_resource(&run),
-            json!({"run": id, "seq": seq, "outcome": word}),
-        )
+        permit.answer(json!({"run": id, "seq": seq, "outcome": word}))
     })
 }
 
@@ -515,6 +555,55 @@ mod tests {
             }],
             ..JobRow::default()
         }
+    }
+
+    #[test]
+    fn our_own_credentials_are_masked_in_every_reported_text() {
+        let (token, _) =
+            crate::auth::issue(&maestro_store::TokenRow::default(), 1, 0).expect("token");
+        let (_, audit_key) =
+            maestro_audit::LogKey::generate("conductor.example/audit").expect("key");
+        let mut j = job("test", "failed");
+        j.reason = Some(format!("exited 1 with MAESTRO_TOKEN={token}"));
+        j.note = Some(format!("key {}", audit_key.as_str()));
+        j.tests = vec![maestro_store::TestRow {
+            attempt: 1,
+            suite: "s".into(),
+            classname: "c".into(),
+            name: "talks to the conductor".into(),
+            status: "failed".into(),
+            duration_ms: 1,
+            message: Some(format!("expected 200\nAuthorization: Bearer {token}\nend")),
+        }];
+        let mut r = Report {
+            seq: 1,
+            jobs: vec![j],
+            logs: vec![JobLog {
+                job: "test".into(),
+                tail: format!("ok\n{}\n", audit_key.as_str()),
+                bytes: 10,
+            }],
+            status: None,
+        };
+        assert_eq!(mask_report(scanner(), &mut r), 4);
+        let text = serde_json::to_string(&r).expect("json");
+        assert!(
+            !text.contains(&token[4..]) && !text.contains(audit_key.as_str()),
+            "{text}"
+        );
+        assert!(
+            text.contains("[REDACTED: maestro-api-token secret]"),
+            "{text}"
+        );
+        assert!(
+            text.contains("[REDACTED: signed-note-private-key secret]"),
+            "{text}"
+        );
+        // The lines around a secret are kept.
+        assert_eq!(
+            r.jobs[0].tests[0].message.as_deref(),
+            Some("expected 200\n[REDACTED: maestro-api-token secret]\nend")
+        );
     }
 
     fn message(r: Result<Report, ApiError>) -> String {

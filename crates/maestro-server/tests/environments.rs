@@ -12,17 +12,8 @@ use maestro_server::Settings;
 use serde_json::json;
 
 fn settings(state_dir: &std::path::Path) -> Settings {
-    let env: maestro_server::environments::EnvironmentSettings = serde_json::from_value(json!({
-        "name": "stage",
-        "service": "hello-service",
-        "listen": "127.0.0.1:0",
-        "command": ["python3", "-m", "app.server", "{port}"],
-        "trust_keys": ["/nonexistent/dev.pub"],
-        "state_dir": state_dir,
-    }))
-    .expect("environment settings");
     Settings {
-        environments: vec![env],
+        environments: vec![common::stage(state_dir, json!({}))],
         ..Settings::default()
     }
 }
@@ -54,7 +45,7 @@ fn one_conductor_runs_an_environment_and_another_takes_over_when_it_stops() {
             break;
         }
         assert!(
-            t.elapsed() < Duration::from_secs(20),
+            t.elapsed() < Duration::from_secs(120),
             "b never took over: {status} {body}"
         );
         std::thread::sleep(Duration::from_millis(250));

@@ -83,7 +83,7 @@ fn a_changed_registry_is_served_and_audited_and_an_invalid_one_is_refused() {
     std::fs::write(&file, &added).expect("write");
     let t = Instant::now();
     while eval("dark-mode").0 != 200 {
-        assert!(t.elapsed() < Duration::from_secs(15), "never reloaded");
+        assert!(t.elapsed() < Duration::from_secs(120), "never reloaded");
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(eval("dark-mode").1["value"], true);
@@ -175,7 +175,7 @@ ofrep_and_flagd_evaluate_and_the_kill_switch_is_audited(b) {
         if r["reason"] == "DISABLED" {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "never saw the kill: {r}");
+        assert!(started.elapsed() < Duration::from_secs(120), "never saw the kill: {r}");
         std::thread::sleep(Duration::from_millis(200));
     }
     let (status, _) = s.post_with("/api/v1/flags/welsh-greetings/restore", Some(&ops), &[WHY], &json!({}));

@@ -117,7 +117,11 @@ fn a_ci_job_authenticates_with_its_oidc_token() {
     let s = server(vec![issuer(&idp.url, None, &["session:read", "runs:read"])]);
     let (status, body, _) = s.get("/api/v1/whoami", Some(&token(RSA_A, "rsa-a", 300)));
     assert_eq!(status, 200, "{body}");
-    assert_eq!(body["id"], "oidc:repo:octo-org/octo-repo:environment:prod");
+    // Namespaced by its tenant, as every actor outside the default tenant.
+    assert_eq!(
+        body["id"],
+        "octo-org/oidc:repo:octo-org/octo-repo:environment:prod"
+    );
     assert_eq!(body["tenant"], "octo-org");
     assert_eq!(body["roles"], json!(["developer"]));
     assert_eq!(body["via"], format!("oidc:{ISS}"));

@@ -68,7 +68,7 @@ a_ci_machine_reports_a_run_into_its_tenant(b) {
     let (status, run, _) = s.get(&format!("/api/v1/runs/{id}"), Some(&colleague));
     assert_eq!(status, 200, "{run}");
     assert_eq!((run["run"]["status"].as_str(), run["run"]["tenant"].as_str()), (Some("failed"), Some("acme")));
-    assert_eq!(run["run"]["reporter"], "user:developer");
+    assert_eq!(run["run"]["reporter"], "acme/user:developer");
     assert_eq!(run["run"]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
     assert_eq!((run["run"]["jobs"].as_u64(), run["run"]["failed"].as_u64()), (Some(2), Some(1)));
     let build = run["jobs"].as_array().expect("jobs").iter().find(|j| j["name"] == "build").expect("build");
@@ -84,7 +84,30 @@ a_ci_machine_reports_a_run_into_its_tenant(b) {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["data"]["run"]["job"]["logTail"], "test adds ... FAILED\nassertion failed: 2 + 2 == 5");
     let (_, body) = s.graphql(&colleague, &json!({"id": persisted::by_name("RunDetail").expect("RunDetail").id, "variables": {"id": id.to_string()}}));
-    assert_eq!(body["data"]["run"]["reporter"], "user:developer", "{body}");
+    assert_eq!(body["data"]["run"]["reporter"], "acme/user:developer", "{body}");
+}
+
+the_conductor_masks_secrets_a_client_did_not(b) {
+    // A client that masks nothing (an old one, or not ours) reports a JUnit message, a note
+    // and a log tail holding a Maestro token: the conductor stores none of it.
+    let s = Server::start(b, None);
+    let (ci, _) = s.token_in("acme", &["developer"], &["runs:write", "runs:read"], 3_600_000);
+    let (leaked, _) = s.token_in("acme", &["viewer"], &["runs:read"], 3_600_000);
+    let (status, body) = s.post("/api/v1/runs", Some(&ci), &json!({"pipeline": "checkout", "key": "k-mask"}));
+    assert_eq!(status, 201, "{body}");
+    let id = body["id"].as_i64().expect("id");
+    let mut j = job("test", "failed");
+    j["note"] = json!(format!("MAESTRO_TOKEN={leaked}"));
+    j["tests"][0]["message"] = json!(format!("assert 401 == 200\nAuthorization: Bearer {leaked}"));
+    let report = json!({"seq": 1, "jobs": [j], "status": "failed",
+                        "logs": [{"job": "test", "tail": format!("curl -H 'Authorization: Bearer {leaked}'\n"), "bytes": 90}]});
+    let (status, body) = s.post(&format!("/api/v1/runs/{id}/reports"), Some(&ci), &report);
+    assert_eq!(status, 200, "{body}");
+    let detail = s.store().run_detail(id).expect("detail");
+    let tail = s.store().job_log(id, "test").expect("log").expect("tail");
+    let stored = format!("{detail:?} {tail:?}");
+    assert!(!stored.contains(&leaked[4..]), "a secret reached the store: {stored}");
+    assert!(stored.contains("[REDACTED: maestro-api-token secret]"), "{stored}");
 }
 
 bad_reports_are_refused_naming_the_field(b) {

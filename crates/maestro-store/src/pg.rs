@@ -119,6 +119,75 @@ impl Drop for Throwaway {
     }
 }
 
+/// Every row of every table of a store (SQLite file or PostgreSQL URL), as text, by
+/// table: what a test compares before and after a call that must change nothing.
+///
+/// # Panics
+/// When the store cannot be read: a test fails loudly.
+#[cfg(feature = "testing")]
+#[must_use]
+pub fn dump(location: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::new();
+    if crate::is_postgres(location) {
+        let mut c = postgres::Client::connect(location, postgres::NoTls).expect("connect");
+        let tables: Vec<String> = c
+            .query(
+                "SELECT table_name::text FROM information_schema.tables WHERE table_schema = 'public' AND table_type = 'BASE TABLE'",
+                &[],
+            )
+            .expect("tables")
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for t in tables {
+            let mut rows: Vec<String> = c
+                .query(&format!("SELECT t::text FROM \"{t}\" t"), &[])
+                .expect("rows")
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            rows.sort();
+            out.insert(t, rows);
+        }
+    } else {
+        let c = rusqlite::Connection::open_with_flags(
+            location,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open");
+        let tables: Vec<String> = c
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .expect("tables")
+            .query_map([], |r| r.get(0))
+            .expect("tables")
+            .collect::<Result<_, _>>()
+            .expect("tables");
+        for t in tables {
+            let mut stmt = c.prepare(&format!("SELECT * FROM \"{t}\"")).expect("rows");
+            let n = stmt.column_count();
+            let mut rows: Vec<String> = stmt
+                .query_map([], |r| {
+                    let mut line = Vec::with_capacity(n);
+                    for i in 0..n {
+                        line.push(match r.get_ref(i)? {
+                            rusqlite::types::ValueRef::Text(t) => {
+                                format!("{:?}", String::from_utf8_lossy(t))
+                            }
+                            other => format!("{other:?}"),
+                        });
+                    }
+                    Ok(line.join("|"))
+                })
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("rows");
+            rows.sort();
+            out.insert(t, rows);
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

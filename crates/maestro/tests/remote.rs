@@ -92,7 +92,9 @@ fn a_ci_run_reports_into_the_conductor_with_masked_log_tails() {
         "{shown}"
     );
     assert!(
-        shown.contains("1 log line(s) that looked like secrets were masked"),
+        shown.contains(
+            "1 line(s) of logs, notes or test messages that looked like secrets were masked"
+        ),
         "{shown}"
     );
     assert!(!shown.contains(&ci), "the token is never printed");
@@ -280,6 +282,6 @@ fn a_github_actions_job_reports_with_its_oidc_token() {
     );
     assert_eq!(
         run["run"]["reporter"],
-        "oidc:repo:octo-org/shop:ref:refs/heads/main"
+        "octo-org/oidc:repo:octo-org/shop:ref:refs/heads/main"
     );
 }

@@ -29,6 +29,7 @@ command = ["python3", "-m", "app.server", "{{port}}"]
 workdir = "hello-service"
 trust_keys = [".maestro/keys/dev.pub"]
 env = {{ PYTHONDONTWRITEBYTECODE = "1" }}
+deploy_env = ["HELLO_ERROR_RATE", "HELLO_LATENCY_MS"]
 
 [environments.canary]
 steps = [50, 100]

@@ -15,8 +15,15 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use maestro_canary::Observation;
 use maestro_store::{ReleaseRow, RunStatus};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
+
+mod progress;
+
+pub use progress::{
+    During, FORMAT as PROGRESS_FORMAT, GateResult, Progress, ProgressError, ReleaseStatus,
+    SignalCheck, SmokeResult, Stage, Step, TrainEvent, Verdict,
+};
 
 use crate::api::{Answer, ApiError, Ctx, bad_request};
 use crate::authz::Resource;
@@ -191,6 +198,15 @@ impl TrainSettings {
                     ),
                 ));
             }
+            if env.tenant != self.tenant {
+                return Err(bad(
+                    &format!("stages[{j}]"),
+                    format!(
+                        "environment `{s}` belongs to tenant `{}`, the train to `{}`: a train releases only into its own tenant's environments",
+                        env.tenant, self.tenant
+                    ),
+                ));
+            }
             if !seen.insert(s.clone()) {
                 return Err(bad(
                     &format!("stages[{j}]"),
@@ -288,89 +304,10 @@ impl TrainSettings {
     }
 }
 
-/// A release's progress, kept as the release row's `state`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Progress {
-    /// The run at the commit whose gates were checked.
-    pub run: Option<i64>,
-    pub gates: Vec<GateResult>,
-    pub migrations_changed: bool,
-    /// The artifact's verified evidence (bundles found, keys).
-    pub evidence: Option<String>,
-    pub stages: Vec<Stage>,
-    /// Why it is blocked or was rolled back.
-    pub reason: Option<String>,
-    pub events: Vec<TrainEvent>,
-}
-
-/// One gate at the commit.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct GateResult {
-    pub gate: String,
-    pub green: bool,
-    /// Its jobs and their statuses.
-    pub jobs: Vec<(String, String)>,
-}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Stage {
-    pub environment: String,
-    /// `pending`, `canary`, `verify`, `soak`, `done`, `rolled_back`.
-    pub step: String,
-    pub deployment: Option<i64>,
-    /// The release that was stable here before (what a rollback returns to).
-    pub previous: Option<String>,
-    pub smoke: Vec<SmokeResult>,
-    pub checks: Vec<SignalCheck>,
-    pub soak_started_at_ms: Option<i64>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SmokeResult {
-    pub name: String,
-    pub passed: bool,
-    pub exit_code: Option<i32>,
-    pub duration_ms: i64,
-    pub output: String,
-}
-
-/// One golden-signal / SLO look at the stable release.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct SignalCheck {
-    /// `precheck`, `verify` or `soak`.
-    pub during: String,
-    pub at_ms: i64,
-    pub requests: u64,
-    pub errors: u64,
-    pub error_rate: f64,
-    pub burn_rate: f64,
-    pub p95_ms: Option<f64>,
-    /// `pass`, `fail` or `no_data`.
-    pub status: String,
-    pub why: String,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TrainEvent {
-    pub at_ms: i64,
-    pub message: String,
-}
-
-impl Progress {
-    fn event(&mut self, message: impl Into<String>) {
-        self.events.push(TrainEvent {
-            at_ms: now_ms(),
-            message: message.into(),
-        });
-    }
-}
-
 /// The golden signals of one observation against the canary limits and the SLO.
 #[must_use]
 pub fn assess(
-    during: &str,
+    during: During,
     o: &Observation,
     limits: &maestro_canary::Limits,
     slo: &SloSettings,
@@ -384,7 +321,7 @@ pub fn assess(
     let p95_ms = p95(&o.latencies_ms);
     let mut fails = Vec::new();
     let status = if o.requests < limits.min_requests.max(1) {
-        "no_data"
+        Verdict::NoData
     } else {
         if error_rate > limits.max_error_rate {
             fails.push(format!(
@@ -404,29 +341,33 @@ pub fn assess(
         {
             fails.push(format!("p95 latency {p:.1} ms is above {max} ms"));
         }
-        if fails.is_empty() { "pass" } else { "fail" }
+        if fails.is_empty() {
+            Verdict::Pass
+        } else {
+            Verdict::Fail
+        }
     };
     let why = match status {
-        "no_data" => format!(
+        Verdict::NoData => format!(
             "{} requests, fewer than the {} the check needs",
             o.requests, limits.min_requests
         ),
-        "pass" => format!(
+        Verdict::Pass => format!(
             "{} requests, error rate {:.2}%, burn rate {burn_rate:.1}×",
             o.requests,
             error_rate * 100.0
         ),
-        _ => fails.join("; "),
+        Verdict::Fail => fails.join("; "),
     };
     SignalCheck {
-        during: during.to_owned(),
+        during,
         at_ms: now_ms(),
         requests: o.requests,
         errors: o.errors,
         error_rate,
         burn_rate,
         p95_ms,
-        status: status.to_owned(),
+        status,
         why,
     }
 }
@@ -589,15 +530,38 @@ fn resource(service: &str, version: Option<&str>, tenant: &str) -> Resource {
     }
 }
 
+/// A release as the API shows it. A progress that does not parse is shown as `null` with
+/// the reason beside it (`progress_error`), never as an empty one.
 fn view(r: &ReleaseRow) -> Value {
-    let progress: Value = serde_json::from_str(&r.state).unwrap_or(Value::Null);
-    json!({
+    let (progress, error) = match Progress::parse(&r.state) {
+        Ok(p) => (json!(p), Value::Null),
+        Err(e) => (Value::Null, json!(e.to_string())),
+    };
+    let mut v = json!({
         "id": r.id, "service": r.service, "version": r.version, "commit": r.commit,
         "artifact": r.artifact, "digest": r.digest, "status": r.status,
         "actor": r.actor, "reason": r.reason, "notes": r.notes,
         "created_at_ms": r.created_at_ms, "updated_at_ms": r.updated_at_ms,
         "progress": progress,
         "url": format!("/api/v1/releases/{}/{}", r.service, r.version),
+    });
+    if !error.is_null() {
+        v["progress_error"] = error;
+    }
+    v
+}
+
+/// The release's stored progress, or the 409 that says it cannot be read.
+fn progress_of(row: &ReleaseRow) -> Result<Progress, ApiError> {
+    Progress::parse(&row.state).map_err(|e| {
+        ApiError::new(
+            StatusCode::CONFLICT,
+            "release_unreadable",
+            format!(
+                "{} {}: {e}; nothing was done (the row is kept as it is for inspection)",
+                row.service, row.version
+            ),
+        )
     })
 }
 
@@ -748,16 +712,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             gates,
             migrations_changed,
             evidence: Some(evidence.1.clone()),
-            stages: train
-                .stages
-                .iter()
-                .map(|e| Stage {
-                    environment: e.clone(),
-                    step: "pending".to_owned(),
-                    ..Stage::default()
-                })
-                .collect(),
-            ..Progress::default()
+            ..Progress::new(&train.stages)
         };
         let on = body
             .branch
@@ -769,6 +724,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             &commit[..12],
             ctx.auth.actor.id
         ));
+        let permit = ctx.permit(&r).await?;
         let row = ReleaseRow {
             id: 0,
             tenant: train.tenant.clone(),
@@ -777,8 +733,8 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             commit,
             artifact: body.artifact.display().to_string(),
             digest: evidence.0,
-            status: "cut".to_owned(),
-            state: serde_json::to_string(&progress).unwrap_or_default(),
+            status: ReleaseStatus::Cut.as_str().to_owned(),
+            state: progress.to_text(),
             notes: body.notes,
             actor: ctx.auth.actor.id.clone(),
             reason: ctx.reason.clone().unwrap_or_default(),
@@ -806,7 +762,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
         let row = ReleaseRow { id, ..row };
         let detail = format!("cut by {}: {}", ctx.auth.actor.id, row.reason);
         audit(&ctx.auth.state, &row, "release.cut", &detail, Some(run)).await;
-        ctx.auth.release_created(&r, view(&row))
+        permit.created(view(&row))
     })
 }
 
@@ -845,7 +801,7 @@ async fn build_evidence(
     row: &ReleaseRow,
     key: Arc<maestro_audit::LogKey>,
 ) -> Result<Vec<u8>, String> {
-    let progress: Progress = serde_json::from_str(&row.state).unwrap_or_default();
+    let progress = Progress::parse(&row.state).map_err(|e| e.to_string())?;
     let mut files: Vec<(String, Vec<u8>)> = Vec::new();
     let json = |v: &Value| serde_json::to_vec_pretty(v).unwrap_or_default();
     files.push(("release.json".to_owned(), json(&view(row))));
@@ -1033,67 +989,81 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
             ctx.auth.actor.id,
             ctx.reason.clone().unwrap_or_default()
         );
-        match action.as_str() {
-            "promote" => {
-                if matches!(row.status.as_str(), "released" | "rolled_back") {
+        let status = ReleaseStatus::parse(&row.status).map_err(|m| {
+            ApiError::new(
+                StatusCode::CONFLICT,
+                "release_unreadable",
+                format!("{} {}: {m}", row.service, row.version),
+            )
+        })?;
+        if !matches!(action.as_str(), "promote" | "rollback") {
+            return Err(bad_request(format!(
+                "`{action}` is not an action: promote or rollback"
+            )));
+        }
+        let mut progress = progress_of(&row)?;
+        // Every refusal before the permit, so a refused call writes nothing.
+        let promote = action == "promote";
+        if promote && status.ended() {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "release_ended",
+                format!(
+                    "{} {} has ended ({}): cut a new release",
+                    row.service, row.version, row.status
+                ),
+            ));
+        }
+        if !promote && status == ReleaseStatus::RolledBack {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "release_ended",
+                format!("{} {} is already rolled back", row.service, row.version),
+            ));
+        }
+        let permit = ctx.permit(&r).await?;
+        if promote {
+            if status != ReleaseStatus::Progressing {
+                progress.reason = None;
+                progress.event(format!("promotion started by {who}"));
+                let saved = save(
+                    &state,
+                    row.id,
+                    Some(status),
+                    ReleaseStatus::Progressing,
+                    &progress,
+                )
+                .await
+                .map_err(|e| ApiError::store(&e))?;
+                if !saved {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        "release_ended",
+                        "release_changed",
                         format!(
-                            "{} {} has ended ({}): cut a new release",
-                            row.service, row.version, row.status
+                            "{} {} changed meanwhile: look at it again",
+                            row.service, row.version
                         ),
                     ));
                 }
-                let mut progress: Progress = serde_json::from_str(&row.state).unwrap_or_default();
-                if row.status != "progressing" {
-                    progress.reason = None;
-                    progress.event(format!("promotion started by {who}"));
-                    let saved = save(&state, row.id, Some(&row.status), "progressing", &progress)
-                        .await
-                        .map_err(|e| ApiError::store(&e))?;
-                    if !saved {
-                        return Err(ApiError::new(
-                            StatusCode::CONFLICT,
-                            "release_changed",
-                            format!(
-                                "{} {} changed meanwhile: look at it again",
-                                row.service, row.version
-                            ),
-                        ));
-                    }
-                    audit(&state, &row, "release.promoting", &who, progress.run).await;
-                }
-                spawn_driver(&state, train, row.id, &row.service, &row.version);
+                audit(&state, &row, "release.promoting", &who, progress.run).await;
             }
-            "rollback" => {
-                if row.status == "rolled_back" {
-                    return Err(ApiError::new(
-                        StatusCode::CONFLICT,
-                        "release_ended",
-                        format!("{} {} is already rolled back", row.service, row.version),
-                    ));
-                }
-                // The driver here stops first; one elsewhere stops at its next save.
-                if let Some(task) = state.trains.driving().remove(&row.id) {
-                    task.abort();
-                }
-                let (t, sv, v) = (row.tenant.clone(), row.service.clone(), row.version.clone());
-                let fresh = state
-                    .pool
-                    .with(move |st| st.release(&t, &sv, &v))
-                    .await
-                    .map_err(|e| ApiError::store(&e))?
-                    .unwrap_or_else(|| row.clone());
-                roll_back(&state, &fresh, &format!("rolled back by {who}"))
-                    .await
-                    .map_err(|m| ApiError::new(StatusCode::CONFLICT, "rollback_failed", m))?;
+            spawn_driver(&state, train, row.id, &row.service, &row.version);
+        } else {
+            // The driver here stops first; one elsewhere stops at its next save.
+            if let Some(task) = state.trains.driving().remove(&row.id) {
+                task.abort();
             }
-            other => {
-                return Err(bad_request(format!(
-                    "`{other}` is not an action: promote or rollback"
-                )));
-            }
+            let (t, sv, v) = (row.tenant.clone(), row.service.clone(), row.version.clone());
+            let fresh = state
+                .pool
+                .with(move |st| st.release(&t, &sv, &v))
+                .await
+                .map_err(|e| ApiError::store(&e))?
+                .unwrap_or_else(|| row.clone());
+            let progress = progress_of(&fresh)?;
+            roll_back(&state, &fresh, progress, &format!("rolled back by {who}"))
+                .await
+                .map_err(|m| ApiError::new(StatusCode::CONFLICT, "rollback_failed", m))?;
         }
         let (t, s, v) = (row.tenant.clone(), row.service.clone(), row.version.clone());
         let now = ctx
@@ -1104,7 +1074,7 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
             .await
             .map_err(|e| ApiError::store(&e))?
             .unwrap_or(row);
-        ctx.auth.release(&r, view(&now))
+        permit.answer(view(&now))
     })
 }
 
@@ -1113,18 +1083,22 @@ pub(crate) fn control(ctx: Ctx) -> Answer {
 async fn save(
     state: &Arc<AppState>,
     id: i64,
-    expect: Option<&str>,
-    status: &str,
+    expect: Option<ReleaseStatus>,
+    status: ReleaseStatus,
     progress: &Progress,
 ) -> Result<bool, maestro_store::StoreError> {
-    let (expect, status, text) = (
-        expect.map(str::to_owned),
-        status.to_owned(),
-        serde_json::to_string(progress).unwrap_or_default(),
-    );
+    let text = progress.to_text();
     state
         .pool
-        .with(move |s| s.release_save(id, expect.as_deref(), &status, &text, now_ms()))
+        .with(move |s| {
+            s.release_save(
+                id,
+                expect.map(ReleaseStatus::as_str),
+                status.as_str(),
+                &text,
+                now_ms(),
+            )
+        })
         .await
 }
 
@@ -1133,10 +1107,10 @@ async fn save(
 async fn advance(
     state: &Arc<AppState>,
     id: i64,
-    status: &str,
+    status: ReleaseStatus,
     p: &Progress,
 ) -> Result<bool, String> {
-    save(state, id, Some("progressing"), status, p)
+    save(state, id, Some(ReleaseStatus::Progressing), status, p)
         .await
         .map_err(|e| e.to_string())
 }
@@ -1267,13 +1241,16 @@ async fn drive(
         let Some(row) = load(state, id, &train.tenant, service, version).await else {
             return Err("the release cannot be read".to_owned());
         };
-        if row.status != "progressing" {
+        if row.status != ReleaseStatus::Progressing.as_str() {
             return Ok(());
         }
-        let mut p: Progress = serde_json::from_str(&row.state).unwrap_or_default();
-        let Some(i) = p.stages.iter().position(|s| s.step != "done") else {
+        let mut p = match Progress::parse(&row.state) {
+            Ok(p) => p,
+            Err(e) => return unreadable(state, &row, &e).await,
+        };
+        let Some(i) = p.stages.iter().position(|s| s.step != Step::Done) else {
             p.event("released: every stage promoted, verified and soaked");
-            if !advance(state, id, "released", &p).await? {
+            if !advance(state, id, ReleaseStatus::Released, &p).await? {
                 return Ok(());
             }
             let stages = train.stages.join(", ");
@@ -1289,9 +1266,8 @@ async fn drive(
         };
         let name = p.stages[i].environment.clone();
         let last = i + 1 == p.stages.len();
-        let step = p.stages[i].step.clone();
-        match step.as_str() {
-            "pending" => {
+        match p.stages[i].step {
+            Step::Pending => {
                 let (env, cfg) = match environment(state, &name).await {
                     Ok(e) => e,
                     Err(m) => return block(state, &row, &mut p, m).await,
@@ -1311,12 +1287,12 @@ async fn drive(
                     .find(|d| d.actor == actor && d.reason == why && d.created_at_ms >= since);
                 if let Some(d) = earlier {
                     p.stages[i].deployment = Some(d.id);
-                    p.stages[i].step = "canary".to_owned();
+                    p.stages[i].step = Step::Canary;
                     p.event(format!(
                         "{name}: canary deployment {} of {} (resumed)",
                         d.id, d.version
                     ));
-                    if !advance(state, id, "progressing", &p).await? {
+                    if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                         return Ok(());
                     }
                     continue;
@@ -1349,8 +1325,8 @@ async fn drive(
                 let limits = env.limits().clone();
                 let window = Duration::from_millis(cfg.spec.plan.interval_ms.max(1_000));
                 if let Ok((stable, o)) = env.observe_stable(window).await {
-                    let c = assess("precheck", &o, &limits, &train.slo);
-                    let failed = c.status == "fail";
+                    let c = assess(During::Precheck, &o, &limits, &train.slo);
+                    let failed = c.status == Verdict::Fail;
                     let why = c.why.clone();
                     p.stages[i].checks.push(c);
                     if failed {
@@ -1378,7 +1354,7 @@ async fn drive(
                 match env.deploy(release, request).await {
                     Ok(dep) => {
                         p.stages[i].deployment = Some(dep);
-                        p.stages[i].step = "canary".to_owned();
+                        p.stages[i].step = Step::Canary;
                         p.event(format!(
                             "{name}: canary deployment {dep} of {}",
                             unpacked.version
@@ -1394,14 +1370,14 @@ async fn drive(
                         return block(state, &row, &mut p, format!("{name}: {e}")).await;
                     }
                 }
-                if !advance(state, id, "progressing", &p).await? {
+                if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                     return Ok(());
                 }
             }
-            "canary" => {
+            Step::Canary => {
                 let Some(dep) = p.stages[i].deployment else {
-                    p.stages[i].step = "pending".to_owned();
-                    if !advance(state, id, "progressing", &p).await? {
+                    p.stages[i].step = Step::Pending;
+                    if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                         return Ok(());
                     }
                     continue;
@@ -1419,9 +1395,9 @@ async fn drive(
                     continue;
                 }
                 if d.status == "promoted" {
-                    p.stages[i].step = "verify".to_owned();
+                    p.stages[i].step = Step::Verify;
                     p.event(format!("{name}: canary promoted"));
-                    if !advance(state, id, "progressing", &p).await? {
+                    if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                         return Ok(());
                     }
                 } else {
@@ -1430,11 +1406,11 @@ async fn drive(
                         d.status.replace('_', " "),
                         d.reason
                     );
-                    p.stages[i].step = "rolled_back".to_owned();
+                    p.stages[i].step = Step::RolledBack;
                     return fail(state, id, &row, p, why).await;
                 }
             }
-            "verify" => {
+            Step::Verify => {
                 let (env, _) = environment(state, &name).await?;
                 let addr = env.addr().await;
                 let mut failed = Vec::new();
@@ -1452,8 +1428,8 @@ async fn drive(
                 }
                 match env.observe_stable(train.verify).await {
                     Ok((_, o)) => {
-                        let c = assess("verify", &o, env.limits(), &train.slo);
-                        if c.status == "fail" {
+                        let c = assess(During::Verify, &o, env.limits(), &train.slo);
+                        if c.status == Verdict::Fail {
                             failed.push(format!("golden signals: {}", c.why));
                         }
                         p.stages[i].checks.push(c);
@@ -1467,24 +1443,24 @@ async fn drive(
                     );
                     return fail(state, id, &row, p, why).await;
                 }
-                p.stages[i].step = if last { "done" } else { "soak" }.to_owned();
+                p.stages[i].step = if last { Step::Done } else { Step::Soak };
                 if !last {
                     p.stages[i].soak_started_at_ms = Some(now_ms());
                 }
                 p.event(format!("{name}: post-deploy verification passed"));
-                if !advance(state, id, "progressing", &p).await? {
+                if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                     return Ok(());
                 }
             }
-            "soak" => {
+            Step::Soak => {
                 let (env, _) = environment(state, &name).await?;
                 let started = *p.stages[i].soak_started_at_ms.get_or_insert_with(now_ms);
                 let soak_ms = i64::try_from(train.soak.as_millis()).unwrap_or(i64::MAX);
                 let left = started.saturating_add(soak_ms) - now_ms();
                 if left <= 0 {
-                    p.stages[i].step = "done".to_owned();
+                    p.stages[i].step = Step::Done;
                     p.event(format!("{name}: soaked {}", humanize(train.soak)));
-                    if !advance(state, id, "progressing", &p).await? {
+                    if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                         return Ok(());
                     }
                     continue;
@@ -1495,8 +1471,8 @@ async fn drive(
                     .await
                 {
                     Ok((_, o)) => {
-                        let c = assess("soak", &o, env.limits(), &train.slo);
-                        let (failed, why) = (c.status == "fail", c.why.clone());
+                        let c = assess(During::Soak, &o, env.limits(), &train.slo);
+                        let (failed, why) = (c.status == Verdict::Fail, c.why.clone());
                         // Keep the failures and a bounded history of the rest.
                         if failed || p.stages[i].checks.len() < 200 {
                             p.stages[i].checks.push(c);
@@ -1511,13 +1487,52 @@ async fn drive(
                         return fail(state, id, &row, p, why).await;
                     }
                 }
-                if !advance(state, id, "progressing", &p).await? {
+                if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
                     return Ok(());
                 }
             }
-            other => return Err(format!("unknown step `{other}`")),
+            Step::Done => unreachable!("the first stage not done"),
+            Step::RolledBack => {
+                // A rollback was saved for a stage while the release stayed progressing:
+                // finish it.
+                let why = p
+                    .reason
+                    .clone()
+                    .unwrap_or_else(|| format!("{name} was rolled back"));
+                return roll_back(state, &row, p, &why).await;
+            }
         }
     }
+}
+
+/// A release whose stored progress does not parse: the driver stops. The release is marked
+/// blocked with its stored text kept byte for byte (nothing is rewritten or guessed), the
+/// refusal is audited, and the error goes to the log.
+async fn unreadable(
+    state: &Arc<AppState>,
+    row: &ReleaseRow,
+    e: &ProgressError,
+) -> Result<(), String> {
+    let why =
+        format!("{e}; the train stopped and changed nothing (the row is kept for inspection)");
+    let (id, text) = (row.id, row.state.clone());
+    let blocked = state
+        .pool
+        .with(move |s| {
+            s.release_save(
+                id,
+                Some(ReleaseStatus::Progressing.as_str()),
+                ReleaseStatus::Blocked.as_str(),
+                &text,
+                now_ms(),
+            )
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    if blocked {
+        audit(state, row, "release.blocked", &why, None).await;
+    }
+    Err(format!("{} {}: {why}", row.service, row.version))
 }
 
 fn humanize(d: Duration) -> String {
@@ -1538,7 +1553,9 @@ async fn block(
     p.event(format!("blocked: {why}"));
     audit(state, row, "release.blocked", &why, p.run).await;
     p.reason = Some(why);
-    advance(state, row.id, "blocked", p).await.map(|_| ())
+    advance(state, row.id, ReleaseStatus::Blocked, p)
+        .await
+        .map(|_| ())
 }
 
 /// An audit entry of the release, by the conductor (target `release:<service>/<version>`,
@@ -1578,20 +1595,20 @@ async fn fail(
     why: String,
 ) -> Result<(), String> {
     p.event(format!("failed: {why}"));
-    if !advance(state, id, "progressing", &p).await? {
+    if !advance(state, id, ReleaseStatus::Progressing, &p).await? {
         return Ok(());
     }
-    let row = ReleaseRow {
-        state: serde_json::to_string(&p).unwrap_or_default(),
-        ..row.clone()
-    };
-    roll_back(state, &row, &why).await
+    roll_back(state, row, p, &why).await
 }
 
 /// Returns every stage where this release is stable (or canarying) to the release before
 /// it, and marks it rolled back.
-async fn roll_back(state: &Arc<AppState>, row: &ReleaseRow, why: &str) -> Result<(), String> {
-    let mut p: Progress = serde_json::from_str(&row.state).unwrap_or_default();
+async fn roll_back(
+    state: &Arc<AppState>,
+    row: &ReleaseRow,
+    mut p: Progress,
+    why: &str,
+) -> Result<(), String> {
     let label = row
         .digest
         .trim_start_matches("sha256:")
@@ -1600,7 +1617,7 @@ async fn roll_back(state: &Arc<AppState>, row: &ReleaseRow, why: &str) -> Result
         .to_owned();
     let (mut problems, mut notes) = (Vec::new(), Vec::new());
     for stage in p.stages.iter_mut().rev() {
-        if stage.step == "pending" {
+        if stage.step == Step::Pending {
             continue;
         }
         let Some(env) = crate::environments::open_here(state, &stage.environment) else {
@@ -1651,7 +1668,7 @@ async fn roll_back(state: &Arc<AppState>, row: &ReleaseRow, why: &str) -> Result
                 )),
             }
         }
-        stage.step = "rolled_back".to_owned();
+        stage.step = Step::RolledBack;
     }
     for n in notes {
         p.event(n);
@@ -1661,7 +1678,7 @@ async fn roll_back(state: &Arc<AppState>, row: &ReleaseRow, why: &str) -> Result
     if !problems.is_empty() {
         p.event(format!("rollback incomplete: {}", problems.join("; ")));
     }
-    save(state, row.id, None, "rolled_back", &p)
+    save(state, row.id, None, ReleaseStatus::RolledBack, &p)
         .await
         .map_err(|e| e.to_string())?;
     audit(state, row, "release.rolled_back", why, p.run).await;
@@ -1762,13 +1779,19 @@ mod tests {
             objective: 0.99,
             max_burn_rate: 2.0,
         };
-        assert_eq!(assess("soak", &obs(100, 1), &limits, &slo).status, "pass");
-        let burning = assess("soak", &obs(100, 3), &limits, &slo);
-        assert_eq!(burning.status, "fail");
+        assert_eq!(
+            assess(During::Soak, &obs(100, 1), &limits, &slo).status,
+            Verdict::Pass
+        );
+        let burning = assess(During::Soak, &obs(100, 3), &limits, &slo);
+        assert_eq!(burning.status, Verdict::Fail);
         assert!(burning.why.contains("burns 3.0×"), "{}", burning.why);
-        let failing = assess("soak", &obs(100, 10), &limits, &slo);
+        let failing = assess(During::Soak, &obs(100, 10), &limits, &slo);
         assert!(failing.why.contains("error rate 10.00%"), "{}", failing.why);
-        assert_eq!(assess("soak", &obs(5, 5), &limits, &slo).status, "no_data");
+        assert_eq!(
+            assess(During::Soak, &obs(5, 5), &limits, &slo).status,
+            Verdict::NoData
+        );
     }
 
     fn detail(status: RunStatus, jobs: &[(&str, Option<&str>, &str)]) -> maestro_store::RunDetail {

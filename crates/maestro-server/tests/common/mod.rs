@@ -281,6 +281,26 @@ pub fn message(body: &Value) -> String {
         .to_owned()
 }
 
+/// The example service's `stage` environment (process driver, a key that is never
+/// there), with `extra` fields over it (`tenant`, `deploy_env`, …).
+pub fn stage(
+    state_dir: &std::path::Path,
+    extra: Value,
+) -> maestro_server::environments::EnvironmentSettings {
+    let mut v = serde_json::json!({
+        "name": "stage",
+        "service": "hello-service",
+        "listen": "127.0.0.1:0",
+        "command": ["python3", "-m", "app.server", "{port}"],
+        "trust_keys": ["/nonexistent/dev.pub"],
+        "state_dir": state_dir,
+    });
+    if let (Some(v), Value::Object(extra)) = (v.as_object_mut(), extra) {
+        v.extend(extra);
+    }
+    serde_json::from_value(v).expect("environment settings")
+}
+
 macro_rules! on_both {
     ($($name:ident($b:ident) $body:block)*) => {$(
         mod $name {
