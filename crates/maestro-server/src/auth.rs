@@ -53,7 +53,8 @@ pub fn check_actor_name(name: &str) -> Result<(), String> {
 }
 
 /// Who a request acts as, and what it may be used for.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Actor {
     pub id: String,
     pub roles: Vec<String>,

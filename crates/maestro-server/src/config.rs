@@ -56,6 +56,7 @@ struct File {
     max_clients: Option<usize>,
     header_timeout_seconds: Option<u64>,
     body_timeout_seconds: Option<u64>,
+    tls_proxy: Option<bool>,
 }
 
 /// A validated configuration.
@@ -92,6 +93,9 @@ pub struct Config {
     pub roles: Vec<String>,
     /// Connections and how long a request may take to arrive.
     pub limits: crate::listen::Limits,
+    /// Served to browsers over TLS by a proxy in front (`tls_proxy = true`): the console's
+    /// cookie is `Secure`.
+    pub tls_proxy: bool,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -121,6 +125,8 @@ pub struct Settings {
     pub header_timeout_seconds: Option<u64>,
     /// Seconds a client has to send a request's body after its headers (default 30).
     pub body_timeout_seconds: Option<u64>,
+    /// A TLS-terminating proxy serves this conductor to browsers.
+    pub tls_proxy: Option<bool>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -165,6 +171,7 @@ impl Settings {
             max_clients: f.max_clients,
             header_timeout_seconds: f.header_timeout_seconds,
             body_timeout_seconds: f.body_timeout_seconds,
+            tls_proxy: f.tls_proxy,
             base: Some(base.to_path_buf()),
         })
     }
@@ -201,6 +208,7 @@ impl Settings {
             max_clients: over.max_clients.or(self.max_clients),
             header_timeout_seconds: over.header_timeout_seconds.or(self.header_timeout_seconds),
             body_timeout_seconds: over.body_timeout_seconds.or(self.body_timeout_seconds),
+            tls_proxy: over.tls_proxy.or(self.tls_proxy),
             base: over.base.or(self.base),
         }
     }
@@ -383,6 +391,7 @@ impl Settings {
             trains.push(train);
         }
         Ok(Config {
+            tls_proxy: self.tls_proxy.unwrap_or(false),
             limits,
             roles,
             environments,

@@ -3,9 +3,12 @@
 //! A page runs persisted GraphQL operations ([`OPERATIONS`], by name from the manifest)
 //! through [`graphql::execute`] as the signed-in actor, so it sees exactly what the API
 //! would show that actor, and renders the answer with maud (every interpolation
-//! escaped). Signing in takes an API token; the session cookie holds it (`HttpOnly`,
-//! `SameSite=Strict`) and every page checks it again, so a revoked token ends the
-//! session at the next click.
+//! escaped). Signing in takes an API token or an OIDC token and opens a server-side
+//! session: the cookie holds only a random session id (`HttpOnly`, `SameSite=Strict`,
+//! `Secure` behind a declared TLS proxy), the store its SHA-256, the token it was signed
+//! in with and its expiry. Every page checks the session and the token again, so signing
+//! out or revoking the token ends it at the next click. Sign-in and sign-out refuse
+//! cross-site posts (login CSRF).
 
 use std::sync::Arc;
 
@@ -35,7 +38,7 @@ const AUDIT_ENTRIES: &str = "AuditEntries";
 const DEPLOYMENTS: &str = "Deployments";
 const DEPLOYMENT_DETAIL: &str = "DeploymentDetail";
 
-/// The session cookie.
+/// The session cookie: a random session id, never a credential.
 const COOKIE: &str = "maestro_session";
 /// How long a console session lasts (the token's own expiry still applies).
 const SESSION_SECONDS: u32 = 8 * 3600;
@@ -145,16 +148,44 @@ fn session_secret(headers: &HeaderMap) -> Option<String> {
         .map(|(_, v)| v.to_owned())
 }
 
-/// The signed-in actor, or the way to the sign-in page.
+/// The signed-in actor, or the way to the sign-in page: the session must exist, be
+/// neither ended nor expired, and the token it was opened with must still be valid (the
+/// actor is the token's as it is now).
 async fn signed_in(state: &Arc<AppState>, headers: &HeaderMap) -> Result<Actor, Response> {
     let to_login = || Redirect::to("/console/login").into_response();
-    let secret = session_secret(headers).ok_or_else(to_login)?;
-    api::actor_for_secret(state, &secret)
+    let id = session_secret(headers).ok_or_else(to_login)?;
+    let hash = crate::auth::hash_secret(&id);
+    let found = state
+        .pool
+        .with(move |s| s.session(&hash))
         .await
-        .map_err(|e| match e.status {
-            StatusCode::UNAUTHORIZED => to_login(),
-            _ => failure(None, &e),
-        })
+        .map_err(|e| failure(None, &ApiError::store(&e)))?;
+    let Some((session, token)) = found else {
+        return Err(to_login());
+    };
+    let now = crate::now_ms();
+    if session.revoked_at_ms.is_some() || session.expires_at_ms <= now {
+        return Err(to_login());
+    }
+    match (session.token_id, token) {
+        (Some(_), Some(t)) => crate::auth::actor_of(Some(t), now).map_err(|_| to_login()),
+        (Some(_), None) => Err(to_login()),
+        (None, _) => serde_json::from_str::<Actor>(&session.actor).map_err(|e| {
+            crate::log::event(
+                "error",
+                "console session unreadable",
+                &[("error", json!(e.to_string()))],
+            );
+            failure(
+                None,
+                &ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "session_unreadable",
+                    "this session's record does not parse: sign in again",
+                ),
+            )
+        }),
+    }
 }
 
 fn failure(actor: Option<&Actor>, e: &ApiError) -> Response {
@@ -236,39 +267,108 @@ fn login_form(status: StatusCode, error: Option<&str>) -> Response {
     )
 }
 
-async fn login(State(state): State<Arc<AppState>>, Form(f): Form<LoginForm>) -> Response {
-    let secret = f.token.trim();
-    match api::actor_for_secret(&state, secret).await {
-        Ok(actor) => {
-            crate::log::event(
-                "info",
-                "console sign-in",
-                &[("actor", json!(actor.id)), ("via", json!(actor.via))],
-            );
-            let cookie = format!(
-                "{COOKIE}={secret}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECONDS}"
-            );
-            let mut resp = Redirect::to("/console/runs").into_response();
-            if let Ok(v) = HeaderValue::from_str(&cookie) {
-                resp.headers_mut().insert(header::SET_COOKIE, v);
-            }
-            hardened(resp)
-        }
-        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
-            login_form(StatusCode::UNAUTHORIZED, Some(&e.message))
-        }
-        Err(e) => failure(None, &e),
-    }
+/// The cookie's attributes: `Secure` when the conductor is declared to be behind TLS.
+fn cookie(state: &AppState, value: &str, max_age: i64) -> Option<HeaderValue> {
+    let secure = if state.tls_proxy { "; Secure" } else { "" };
+    HeaderValue::from_str(&format!(
+        "{COOKIE}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}"
+    ))
+    .ok()
 }
 
-async fn logout() -> Response {
-    let mut resp = Redirect::to("/console/login").into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_static(
-            "maestro_session=; Path=/console; HttpOnly; SameSite=Strict; Max-Age=0",
-        ),
+/// When an OIDC token says it expires (its `exp`, already verified), in milliseconds.
+fn jwt_expiry_ms(token: &str) -> Option<i64> {
+    use base64::Engine as _;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .ok()?;
+    let claims: Value = serde_json::from_slice(&bytes).ok()?;
+    claims["exp"].as_i64()?.checked_mul(1000)
+}
+
+async fn login(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Form(f): Form<LoginForm>,
+) -> Response {
+    if let Some(e) = cross_origin(&headers) {
+        return failure(None, &e);
+    }
+    let secret = f.token.trim();
+    let actor = match api::actor_for_secret(&state, secret).await {
+        Ok(actor) => actor,
+        Err(e) if e.status == StatusCode::UNAUTHORIZED => {
+            return login_form(StatusCode::UNAUTHORIZED, Some(&e.message));
+        }
+        Err(e) => return failure(None, &e),
+    };
+    let mut id = [0u8; 32];
+    if let Err(e) = getrandom::fill(&mut id) {
+        return failure(
+            None,
+            &ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "no_randomness",
+                format!("no randomness for a session: {e}"),
+            ),
+        );
+    }
+    let id = {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(id)
+    };
+    let now = crate::now_ms();
+    let mut expires = now + i64::from(SESSION_SECONDS) * 1000;
+    let token_id = actor.via.strip_prefix("token:").map(str::to_owned);
+    if token_id.is_none()
+        && let Some(exp) = jwt_expiry_ms(secret)
+    {
+        // An OIDC session lasts no longer than the token it was opened with.
+        expires = expires.min(exp);
+    }
+    let row = maestro_store::SessionRow {
+        id_hash: crate::auth::hash_secret(&id),
+        token_id,
+        actor: serde_json::to_string(&actor).unwrap_or_default(),
+        created_at_ms: now,
+        expires_at_ms: expires,
+        revoked_at_ms: None,
+    };
+    if let Err(e) = state.pool.with(move |s| s.session_create(&row)).await {
+        return failure(None, &ApiError::store(&e));
+    }
+    crate::log::event(
+        "info",
+        "console sign-in",
+        &[("actor", json!(actor.id)), ("via", json!(actor.via))],
     );
+    let mut resp = Redirect::to("/console/runs").into_response();
+    if let Some(v) = cookie(&state, &id, (expires - now) / 1000) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    hardened(resp)
+}
+
+/// Ends the session on the server (the cookie alone would not), and clears the cookie.
+async fn logout(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Some(e) = cross_origin(&headers) {
+        return failure(None, &e);
+    }
+    if let Some(id) = session_secret(&headers) {
+        let hash = crate::auth::hash_secret(&id);
+        if let Err(e) = state
+            .pool
+            .with(move |s| s.session_revoke(&hash, crate::now_ms()))
+            .await
+        {
+            return failure(None, &ApiError::store(&e));
+        }
+    }
+    let mut resp = Redirect::to("/console/login").into_response();
+    if let Some(v) = cookie(&state, "", 0) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
     hardened(resp)
 }
 
@@ -748,20 +848,31 @@ async fn flags_page(State(state): State<Arc<AppState>>, headers: HeaderMap) -> R
     )
 }
 
-/// Refuses a form posted from another origin (the session cookie is `SameSite=Strict`
-/// too).
+/// Refuses a form posted from another site (the session cookie is `SameSite=Strict` too).
+/// A browser says where a request comes from in `Sec-Fetch-Site`, which a page cannot
+/// forge: only `same-origin` (or `none`, the user's own navigation) passes. A browser too
+/// old to send it sends `Origin`, which must then be this host (`null`, what a sandboxed
+/// frame sends, is refused). Clients that are not browsers send neither, and are no
+/// vector for a forged form.
 fn cross_origin(headers: &HeaderMap) -> Option<ApiError> {
+    let refuse = |from: &str| {
+        Some(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "cross_origin",
+            format!("a form posted from {from} may not change anything here"),
+        ))
+    };
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|h| h.to_str().ok()) {
+        return match site {
+            "same-origin" | "none" => None,
+            other => refuse(&format!("a {other} page")),
+        };
+    }
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
     let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok())?;
     let same =
         host.is_some_and(|h| origin == format!("http://{h}") || origin == format!("https://{h}"));
-    (!same).then(|| {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "cross_origin",
-            format!("a form from {origin} may not change anything here"),
-        )
-    })
+    if same { None } else { refuse(origin) }
 }
 
 /// A console form's action: signed in, same origin, then the REST endpoint `template`

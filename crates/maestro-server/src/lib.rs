@@ -128,6 +128,8 @@ pub struct AppState {
     pub(crate) roles: Vec<String>,
     /// How many connections it serves and how long it waits for a request.
     pub(crate) limits: listen::Limits,
+    /// The console's cookie is `Secure` (a TLS proxy serves it).
+    pub(crate) tls_proxy: bool,
     exporter: Option<maestro_telemetry::otlp::Exporter>,
     span_delay: std::time::Duration,
 }
@@ -181,6 +183,7 @@ impl AppState {
             environment_configs: config.environments.clone(),
             roles: config.roles.clone(),
             limits: config.limits,
+            tls_proxy: config.tls_proxy,
             trains: train::Trains::new(config.trains.clone()),
             holder: std::sync::OnceLock::new(),
             flags: config.flags.clone(),

@@ -122,6 +122,11 @@ fn pages_need_a_session_and_carry_hardened_headers() {
         "{cookie}"
     );
     let session = cookie.split(';').next().expect("pair").to_owned();
+    // The cookie is a session id, never the token.
+    assert!(
+        !cookie.contains(viewer.as_str()) && !cookie.contains("mst_"),
+        "{cookie}"
+    );
     // The run page names the run's tenant and trace.
     let mut resp = a
         .get(format!("{}/console/runs/{run}", s.base))
@@ -165,7 +170,7 @@ fn pages_need_a_session_and_carry_hardened_headers() {
     let (outsider, _) = s.token_in("globex", &["admin"], &["*"], 60_000);
     let resp = a
         .get(format!("{}/console/runs/{run}/jobs/unit", s.base))
-        .header("Cookie", format!("maestro_session={outsider}"))
+        .header("Cookie", s.console_session(&outsider))
         .call()
         .expect("request");
     assert_eq!(resp.status().as_u16(), 404);
@@ -173,7 +178,7 @@ fn pages_need_a_session_and_carry_hardened_headers() {
     let (nobody, _) = s.token(&[], &["*"]);
     let resp = a
         .get(format!("{}/console/runs", s.base))
-        .header("Cookie", format!("maestro_session={nobody}"))
+        .header("Cookie", s.console_session(&nobody))
         .call()
         .expect("request");
     assert_eq!(resp.status().as_u16(), 403);
@@ -550,4 +555,91 @@ fn rolled_back_deployment(s: &Server) -> i64 {
         .expect("store")
         .expect("saved");
     id
+}
+
+/// A console session is the server's: the cookie is a random id, signing out ends it for
+/// whoever kept the cookie, revoking the token ends it, a cross-site sign-in is refused,
+/// and behind a declared TLS proxy the cookie is `Secure`.
+#[test]
+fn console_sessions_are_server_side_and_end_with_logout_and_the_token() {
+    let s = Server::start(&Backend::Sqlite, None);
+    let a: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .build()
+        .into();
+    let page = |cookie: &str| {
+        a.get(format!("{}/console/runs", s.base))
+            .header("Cookie", cookie)
+            .call()
+            .expect("request")
+            .status()
+            .as_u16()
+    };
+    let (viewer, viewer_id) = s.token(&["viewer"], &["*"]);
+    // The token itself is no cookie.
+    assert_eq!(
+        page(&format!("maestro_session={viewer}")),
+        303,
+        "a token is not a session"
+    );
+    let first = s.console_session(&viewer);
+    let second = s.console_session(&viewer);
+    assert_ne!(first, second, "each sign-in is its own session");
+    assert_eq!((page(&first), page(&second)), (200, 200));
+    // Signing out ends that session on the server: the kept cookie opens nothing.
+    let resp = a
+        .post(format!("{}/console/logout", s.base))
+        .header("Cookie", &first)
+        .send_empty()
+        .expect("logout");
+    assert_eq!(resp.status().as_u16(), 303);
+    assert_eq!(page(&first), 303, "a replayed cookie after sign-out");
+    assert_eq!(page(&second), 200, "another session goes on");
+    // Revoking the token ends every session opened with it.
+    s.store()
+        .token_revoke(&viewer_id, maestro_server::now_ms())
+        .expect("revoke");
+    assert_eq!(page(&second), 303, "the token was revoked");
+
+    // A sign-in posted from another site (login CSRF) is refused, and opens nothing.
+    let (other, _) = s.token(&["viewer"], &["*"]);
+    for (name, value) in [
+        ("Origin", "https://evil.example"),
+        ("Origin", "null"),
+        ("Sec-Fetch-Site", "same-site"),
+        ("Sec-Fetch-Site", "cross-site"),
+    ] {
+        let resp = a
+            .post(format!("{}/console/login", s.base))
+            .header(name, value)
+            .send_form([("token", other.as_str())])
+            .expect("request");
+        assert_eq!(resp.status().as_u16(), 403, "{name}: {value}");
+        assert!(resp.headers().get("set-cookie").is_none());
+    }
+
+    // Behind a declared TLS proxy the cookie is Secure.
+    let tls = Server::configured(
+        &Backend::Sqlite,
+        maestro_server::Settings {
+            tls_proxy: Some(true),
+            ..maestro_server::Settings::default()
+        },
+    );
+    let (t, _) = tls.token(&["viewer"], &["*"]);
+    let resp = a
+        .post(format!("{}/console/login", tls.base))
+        .send_form([("token", t.as_str())])
+        .expect("request");
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        cookie.contains("; Secure") && cookie.contains("HttpOnly"),
+        "{cookie}"
+    );
 }

@@ -184,6 +184,7 @@ ofrep_and_flagd_evaluate_and_the_kill_switch_is_audited(b) {
     assert_eq!(r["reason"], "TARGETING_MATCH", "{r}");
 
     // The console shows every flag with its owner and kills one as the signed-in user.
+    let cookie = s.console_session(&ops);
     let console = |method: &str, path: &str, form: Option<&str>| {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -191,7 +192,6 @@ ofrep_and_flagd_evaluate_and_the_kill_switch_is_audited(b) {
             .build()
             .into();
         let url = format!("{}{path}", s.base);
-        let cookie = format!("maestro_session={ops}");
         let mut resp = match (method, form) {
             ("POST", Some(f)) => agent
                 .post(&url)

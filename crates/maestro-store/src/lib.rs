@@ -259,6 +259,25 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError>;
+    /// Records a console session.
+    ///
+    /// # Errors
+    /// On database failure, or when the id exists already.
+    fn session_create(&mut self, s: &SessionRow) -> Result<(), StoreError>;
+    /// The session whose id hashes to `id_hash`, with the token it was signed in with (as
+    /// stored: revoked and expired ones included; the caller decides).
+    ///
+    /// # Errors
+    /// On database failure.
+    fn session(
+        &mut self,
+        id_hash: &str,
+    ) -> Result<Option<(SessionRow, Option<TokenRow>)>, StoreError>;
+    /// Ends a session; returns whether one that had not ended had this id.
+    ///
+    /// # Errors
+    /// On database failure.
+    fn session_revoke(&mut self, id_hash: &str, now_ms: i64) -> Result<bool, StoreError>;
     /// Opens a deployment in status `progressing`.
     ///
     /// # Errors

@@ -241,6 +241,19 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX runs_by_commit ON runs(commit_sha, id);
     ",
+    // 12: console sessions — the cookie is a random id whose SHA-256 is the key; a session
+    // signed in with an API token names it (and ends with it), one signed in with an OIDC
+    // token keeps the actor it had.
+    r"
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        token_id TEXT,
+        actor TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    ",
 ];
 
 /// The same migrations for PostgreSQL: `BIGINT` for SQLite's 64-bit `INTEGER`, identity
@@ -469,5 +482,18 @@ pub(crate) const PG_MIGRATIONS: &[&str] = &[
         UNIQUE (tenant, service, version)
     );
     CREATE INDEX runs_by_commit ON runs(commit_sha, id);
+    ",
+    // 12: console sessions — the cookie is a random id whose SHA-256 is the key; a session
+    // signed in with an API token names it (and ends with it), one signed in with an OIDC
+    // token keeps the actor it had.
+    r"
+    CREATE TABLE console_sessions (
+        id_hash TEXT PRIMARY KEY,
+        token_id TEXT,
+        actor TEXT NOT NULL,
+        created_at BIGINT NOT NULL,
+        expires_at BIGINT NOT NULL,
+        revoked_at BIGINT
+    );
     ",
 ];

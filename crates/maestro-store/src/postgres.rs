@@ -13,7 +13,7 @@ use crate::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, CacheStats, DeploymentRefusal,
     DeploymentRow, EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment,
     NewRun, ReleaseRow, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus,
-    Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
+    SessionRow, Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// Advisory lock key taken while migrating (`'maestro-store'` as bytes).
@@ -889,6 +889,56 @@ impl Store for PgStore {
             .iter()
             .map(token_row)
             .collect()
+    }
+
+    fn session_create(&mut self, s: &SessionRow) -> Result<(), StoreError> {
+        self.client.execute(
+            "INSERT INTO console_sessions (id_hash, token_id, actor, created_at, expires_at, revoked_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&s.id_hash, &s.token_id, &s.actor, &s.created_at_ms, &s.expires_at_ms, &s.revoked_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn session(
+        &mut self,
+        id_hash: &str,
+    ) -> Result<Option<(SessionRow, Option<TokenRow>)>, StoreError> {
+        let Some(r) = self.query_opt(
+            "SELECT id_hash, token_id, actor, created_at, expires_at, revoked_at
+             FROM console_sessions WHERE id_hash = $1",
+            &[&id_hash],
+        )?
+        else {
+            return Ok(None);
+        };
+        let session = SessionRow {
+            id_hash: r.try_get(0)?,
+            token_id: r.try_get(1)?,
+            actor: r.try_get(2)?,
+            created_at_ms: r.try_get(3)?,
+            expires_at_ms: r.try_get(4)?,
+            revoked_at_ms: r.try_get(5)?,
+        };
+        let token = match &session.token_id {
+            None => None,
+            Some(id) => self
+                .query_opt(
+                    "SELECT id, hash, name, actor, roles, teams, tenant, scopes, created_at,
+                     expires_at, revoked_at FROM api_tokens WHERE id = $1",
+                    &[id],
+                )?
+                .map(|r| token_row(&r))
+                .transpose()?,
+        };
+        Ok(Some((session, token)))
+    }
+
+    fn session_revoke(&mut self, id_hash: &str, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.client.execute(
+            "UPDATE console_sessions SET revoked_at = $2 WHERE id_hash = $1 AND revoked_at IS NULL",
+            &[&id_hash, &now_ms],
+        )? == 1)
     }
 
     fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {

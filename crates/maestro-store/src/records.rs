@@ -273,6 +273,20 @@ pub struct WaiverUseRow {
     pub created_at_ms: i64,
 }
 
+/// A console session: the SHA-256 of the cookie's random id, and who signed in.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRow {
+    /// SHA-256 of the session id, lowercase hex (the id itself is only in the cookie).
+    pub id_hash: String,
+    /// The API token it was signed in with: the session ends when the token does.
+    pub token_id: Option<String>,
+    /// The actor at sign-in, as JSON (what an OIDC session acts as).
+    pub actor: String,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub revoked_at_ms: Option<i64>,
+}
+
 /// An API token of the conductor. The secret itself is never stored: `hash` is the
 /// lowercase hex SHA-256 of it. Lists (`roles`, `teams`, `scopes`) are kept as JSON arrays.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,8 +9,8 @@ use crate::migrations::MIGRATIONS;
 use crate::{
     ArtifactRow, AttemptRow, Batch, CacheEntry, CacheStats, DeploymentRefusal, DeploymentRow,
     EnvironmentRow, FlagKillRow, GcResult, JobLog, JobRow, Lease, NewDeployment, NewRun,
-    ReleaseRow, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus, Store,
-    StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
+    ReleaseRow, Report, ReportOutcome, ReproRow, RunDetail, RunMetrics, RunRow, RunStatus,
+    SessionRow, Store, StoreError, TestRow, TokenRow, WaiverUseRow, list_of, list_text,
 };
 
 /// The embedded store.
@@ -860,6 +860,61 @@ impl Store for SqliteStore {
             .query_map([], token_texts)?
             .collect::<Result<_, _>>()?;
         rows.into_iter().map(token_row).collect()
+    }
+
+    fn session_create(&mut self, s: &SessionRow) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO console_sessions (id_hash, token_id, actor, created_at, expires_at, revoked_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![s.id_hash, s.token_id, s.actor, s.created_at_ms, s.expires_at_ms, s.revoked_at_ms],
+        )?;
+        Ok(())
+    }
+
+    fn session(
+        &mut self,
+        id_hash: &str,
+    ) -> Result<Option<(SessionRow, Option<TokenRow>)>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT id_hash, token_id, actor, created_at, expires_at, revoked_at
+                 FROM console_sessions WHERE id_hash = ?1",
+            )?
+            .query_row(params![id_hash], |r| {
+                Ok(SessionRow {
+                    id_hash: r.get(0)?,
+                    token_id: r.get(1)?,
+                    actor: r.get(2)?,
+                    created_at_ms: r.get(3)?,
+                    expires_at_ms: r.get(4)?,
+                    revoked_at_ms: r.get(5)?,
+                })
+            })
+            .optional()?;
+        let Some(session) = row else {
+            return Ok(None);
+        };
+        let token = match &session.token_id {
+            None => None,
+            Some(id) => {
+                let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE id = ?1");
+                self.conn
+                    .prepare_cached(&sql)?
+                    .query_row(params![id], token_texts)
+                    .optional()?
+                    .map(token_row)
+                    .transpose()?
+            }
+        };
+        Ok(Some((session, token)))
+    }
+
+    fn session_revoke(&mut self, id_hash: &str, now_ms: i64) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE console_sessions SET revoked_at = ?2 WHERE id_hash = ?1 AND revoked_at IS NULL",
+            params![id_hash, now_ms],
+        )? == 1)
     }
 
     fn token_revoke(&mut self, id: &str, now_ms: i64) -> Result<bool, StoreError> {

@@ -7,7 +7,7 @@ use maestro_store::pg::Throwaway;
 use maestro_store::{
     ArtifactRow, AttemptRow, AuditLink, Batch, CacheEntry, DeploymentRefusal, EnvironmentRow,
     FlagKillRow, JobLog, JobRow, NewDeployment, NewRun, PgStore, ReleaseRow, Report, ReportOutcome,
-    ReproRow, RunStatus, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
+    ReproRow, RunStatus, SessionRow, SqliteStore, Store, TestRow, TokenRow, WaiverUseRow,
 };
 
 /// Where a test's store lives; `open` opens it again (a new connection, as a restarted
@@ -193,6 +193,42 @@ api_tokens_are_found_by_hash_listed_and_revoked_once(fx) {
     assert_eq!(s.token_by_hash(&t.hash).expect("find").and_then(|t| t.revoked_at_ms), Some(50));
 }
 
+console_sessions_carry_their_token_and_end_once(fx) {
+    let mut s = fx.open();
+    let t = TokenRow {
+        id: "tok_1".into(),
+        hash: "ab".repeat(32),
+        actor: "user:alice".into(),
+        tenant: "acme".into(),
+        scopes: vec!["*".into()],
+        expires_at_ms: 100,
+        ..TokenRow::default()
+    };
+    s.token_create(&t).expect("token");
+    let by_token = SessionRow {
+        id_hash: "01".repeat(32),
+        token_id: Some("tok_1".into()),
+        actor: r#"{"id":"acme/user:alice"}"#.into(),
+        created_at_ms: 1,
+        expires_at_ms: 50,
+        revoked_at_ms: None,
+    };
+    s.session_create(&by_token).expect("create");
+    assert!(s.session_create(&by_token).is_err(), "an id is never reused");
+    let oidc = SessionRow { id_hash: "02".repeat(32), token_id: None, ..by_token.clone() };
+    s.session_create(&oidc).expect("create");
+    assert_eq!(s.session(&by_token.id_hash).expect("read"), Some((by_token.clone(), Some(t.clone()))));
+    assert_eq!(s.session(&oidc.id_hash).expect("read"), Some((oidc.clone(), None)));
+    assert_eq!(s.session(&"03".repeat(32)).expect("read"), None);
+    // The token's revocation is what the session sees next.
+    s.token_revoke("tok_1", 7).expect("revoke");
+    let (_, token) = s.session(&by_token.id_hash).expect("read").expect("there");
+    assert_eq!(token.and_then(|t| t.revoked_at_ms), Some(7));
+    assert!(s.session_revoke(&by_token.id_hash, 9).expect("end"));
+    assert!(!s.session_revoke(&by_token.id_hash, 10).expect("end again"), "ended once");
+    assert_eq!(s.session(&by_token.id_hash).expect("read").map(|(r, _)| r.revoked_at_ms), Some(Some(9)));
+}
+
 runs_round_trip_and_interrupted_runs_are_marked(fx) {
     let run_id;
     {
@@ -217,7 +253,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
         s.record(run_id, &batch).expect("record");
         // The process "crashes" here: the run is never finished.
     }
-    assert_eq!(fx.schema_version(), 11);
+    assert_eq!(fx.schema_version(), 12);
     let mut s = fx.open();
     assert_eq!(s.mark_interrupted(99).expect("mark"), vec![run_id]);
     assert_eq!(

@@ -225,6 +225,26 @@ impl Server {
         (status, body)
     }
 
+    /// Signs in to the console with `token`: the `maestro_session=…` cookie pair.
+    pub fn console_session(&self, token: &str) -> String {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let resp = agent
+            .post(format!("{}/console/login", self.base))
+            .send_form([("token", token)])
+            .expect("sign in");
+        assert_eq!(resp.status().as_u16(), 303, "signed in");
+        resp.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned()
+    }
+
     /// A GraphQL request (`POST /graphql`).
     pub fn graphql(&self, token: &str, body: &Value) -> (u16, Value) {
         self.post("/graphql", Some(token), body)
