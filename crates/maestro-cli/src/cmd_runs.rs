@@ -29,7 +29,7 @@ pub(crate) fn ts(ms: i64) -> String {
 pub(crate) fn list(common: &Common, limit: usize, json: bool) -> Result<u8, Failure> {
     let paths = settings::paths(common);
     let mut store = crate::open_store_recovered(&paths)?;
-    let runs = store.list_runs(limit).map_err(store_err)?;
+    let runs = store.list_runs(None, limit).map_err(store_err)?;
     if json {
         println!(
             "{}",

@@ -425,13 +425,22 @@ pub(crate) fn attest(args: &AttestArgs) -> Result<u8, Failure> {
         detail.run.branch.as_deref(),
     );
     let builder = args.builder_id.as_deref().unwrap_or(DEFAULT_BUILDER_ID);
-    let provenance = maestro_engine::evidence::job_provenance(
+    let mut provenance = maestro_engine::evidence::job_provenance(
         &detail,
         job,
         ingredients.as_ref(),
         &source,
         builder,
     );
+    // Inside `maestro run --server`, the run as the conductor knows it: a release cut
+    // trusts the gates of exactly this run, which the signature binds to the artifact.
+    if let Some(id) = std::env::var("MAESTRO_CONDUCTOR_RUN")
+        .ok()
+        .and_then(|v| v.parse::<i64>().ok())
+    {
+        provenance.build_definition.internal_parameters["conductorRun"] =
+            serde_json::Value::from(id);
+    }
     let statement = Statement::slsa(subjects(&args.artifacts, &digests), &provenance);
     let outs = write_statement(
         &key,

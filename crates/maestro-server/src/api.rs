@@ -1326,11 +1326,12 @@ fn runs_list(ctx: Ctx) -> Answer {
                     bad_request(format!("limit `{v}` must be a number from 1 to 500"))
                 })?,
         };
+        let tenant = ctx.auth.actor.tenant.clone();
         let runs = ctx
             .auth
             .state
             .pool
-            .with(move |s| s.list_runs(limit))
+            .with(move |s| s.list_runs(Some(&tenant), limit))
             .await
             .map_err(|e| ApiError::store(&e))?;
         ctx.auth.filter(runs, run_resource)

@@ -196,10 +196,11 @@ impl Query {
     ) -> async_graphql::Result<Vec<Run>> {
         let auth = gate(ctx, "runs")?;
         let n = list_limit(limit)?;
+        let tenant = auth.actor.tenant.clone();
         let rows = auth
             .state
             .pool
-            .with(move |s| s.list_runs(n))
+            .with(move |s| s.list_runs(Some(&tenant), n))
             .await
             .map_err(|e| store_error(&e))?;
         let kept = auth.keep(rows, api::run_resource);

@@ -90,9 +90,8 @@ pub fn verified_digest(artifact: &Path, trust: &[PathBuf]) -> Result<(String, St
     ))
 }
 
-/// The artifact's digest (hex) when its evidence verifies.
-fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
-    use maestro_sign::evidence::{self, Trust};
+/// The trusted keys, loaded.
+fn trust_of(trust: &[PathBuf]) -> Result<maestro_sign::evidence::Trust, String> {
     let mut keys = Vec::new();
     for k in trust {
         let key = maestro_sign::read_limited(k, maestro_sign::keys::MAX_KEY_FILE)
@@ -100,10 +99,32 @@ fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
             .map_err(|e| format!("trusted key {} cannot be used: {e}", k.display()))?;
         keys.push(key);
     }
-    let trust = Trust {
+    Ok(maestro_sign::evidence::Trust {
         keys,
         policy: maestro_sign::verify::Policy::default(),
-    };
+    })
+}
+
+/// The conductor run the artifact's signed provenance names (`conductorRun`: the
+/// `maestro run --server` run whose job attested it), once the provenance verified with
+/// a trusted key; `None` when it names none.
+///
+/// # Errors
+/// When the provenance cannot be read or does not verify.
+pub fn provenance_run(artifact: &Path, trust: &[PathBuf]) -> Result<Option<i64>, String> {
+    let trust = trust_of(trust)?;
+    let p = maestro_sign::evidence::verified_provenance(artifact, &trust)
+        .map_err(|e| format!("{}: provenance: {e}", artifact.display()))?;
+    Ok(p.build_definition
+        .internal_parameters
+        .get("conductorRun")
+        .and_then(serde_json::Value::as_i64))
+}
+
+/// The artifact's digest (hex) when its evidence verifies.
+fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
+    use maestro_sign::evidence;
+    let trust = trust_of(trust)?;
     let name = artifact.display().to_string();
     let report = evidence::check(artifact, &name, &trust).map_err(|e| format!("{name}: {e}"))?;
     let problems = report.describe_problems();

@@ -73,7 +73,7 @@ fn slow_headers_slow_bodies_and_idle_connections_are_cut_off() {
         "a refusal for the body that did not arrive: {answer}"
     );
     assert!(
-        s.store().list_runs(10).expect("runs").is_empty(),
+        s.store().list_runs(None, 10).expect("runs").is_empty(),
         "nothing was opened"
     );
 }

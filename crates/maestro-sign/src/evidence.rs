@@ -230,6 +230,30 @@ fn with_keys<T>(
         .unwrap_or_else(|| SignError::Bundle("no trusted key to verify with".into())))
 }
 
+/// The SLSA provenance beside the artifact at `path`, once its bundle verified with one
+/// of `trust`'s keys: what it says can be believed (the run that built the artifact).
+///
+/// # Errors
+/// When the artifact or its provenance bundle cannot be read, the bundle does not verify,
+/// or it is not SLSA provenance.
+pub fn verified_provenance(
+    path: &Path,
+    trust: &Trust,
+) -> Result<crate::provenance::Provenance, SignError> {
+    let (sha256, _) = crate::sha256_file(path)?;
+    let bundle = crate::read_limited(&Kind::Provenance.bundle_path(path), MAX_BUNDLE_BYTES)?;
+    let name = path.display().to_string();
+    let artifact = Artifact {
+        name: &name,
+        sha256,
+        bytes: None,
+    };
+    let (_, statement) = with_keys(&trust.keys, |k| {
+        verify_attestation(&bundle, &artifact, k, &trust.policy)
+    })?;
+    statement.provenance().map_err(SignError::Policy)
+}
+
 /// One bundle to check: its kind, its path, and whether its absence is a problem.
 #[derive(Clone, Debug)]
 pub struct Wanted {

@@ -96,11 +96,12 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// [`StoreError::NoSuchRun`] or a database failure.
     fn run(&mut self, run_id: i64) -> Result<RunRow, StoreError>;
-    /// The newest runs first.
+    /// The newest runs first: of one tenant (filtered in the query, so another tenant's
+    /// runs never fill the page), or of all.
     ///
     /// # Errors
     /// On database failure.
-    fn list_runs(&mut self, limit: usize) -> Result<Vec<RunRow>, StoreError>;
+    fn list_runs(&mut self, tenant: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError>;
     /// A run with its jobs, attempts and failed tests.
     ///
     /// # Errors
@@ -379,11 +380,17 @@ pub trait Store: Send + std::fmt::Debug {
     /// # Errors
     /// On database failure.
     fn releases_progressing(&mut self) -> Result<Vec<ReleaseRow>, StoreError>;
-    /// The runs of a commit (full SHA), newest first.
+    /// A tenant's runs of a commit (full SHA), newest first (another tenant's runs at the
+    /// same commit never push them out of `limit`).
     ///
     /// # Errors
     /// On database failure.
-    fn runs_at_commit(&mut self, commit: &str, limit: usize) -> Result<Vec<RunRow>, StoreError>;
+    fn runs_at_commit(
+        &mut self,
+        tenant: &str,
+        commit: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, StoreError>;
     /// An environment's stable release.
     ///
     /// # Errors

@@ -460,11 +460,14 @@ impl Store for PgStore {
         Ok(run_row(&row))
     }
 
-    fn list_runs(&mut self, n: usize) -> Result<Vec<RunRow>, StoreError> {
-        let sql = format!("SELECT {RUN_COLS} FROM runs r ORDER BY r.id DESC LIMIT $1");
+    fn list_runs(&mut self, tenant: Option<&str>, n: usize) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs r WHERE $1::TEXT IS NULL OR r.tenant = $1 ORDER BY r.id DESC LIMIT $2"
+        );
+        let tenant = tenant.map(crate::tenant_of);
         Ok(self
             .client
-            .query(&sql, &[&limit(n)])?
+            .query(&sql, &[&tenant, &limit(n)])?
             .iter()
             .map(run_row)
             .collect())
@@ -1169,13 +1172,19 @@ impl Store for PgStore {
             .collect())
     }
 
-    fn runs_at_commit(&mut self, commit: &str, n: usize) -> Result<Vec<RunRow>, StoreError> {
+    fn runs_at_commit(
+        &mut self,
+        tenant: &str,
+        commit: &str,
+        n: usize,
+    ) -> Result<Vec<RunRow>, StoreError> {
         let sql = format!(
-            "SELECT {RUN_COLS} FROM runs r WHERE r.commit_sha = $1 ORDER BY r.id DESC LIMIT $2"
+            "SELECT {RUN_COLS} FROM runs r WHERE r.tenant = $1 AND r.commit_sha = $2 ORDER BY r.id DESC LIMIT $3"
         );
+        let tenant = crate::tenant_of(tenant);
         Ok(self
             .client
-            .query(&sql, &[&commit, &limit(n)])?
+            .query(&sql, &[&tenant, &commit, &limit(n)])?
             .iter()
             .map(run_row)
             .collect())

@@ -416,12 +416,20 @@ impl Store for SqliteStore {
             .ok_or(StoreError::NoSuchRun(run_id))
     }
 
-    fn list_runs(&mut self, limit: usize) -> Result<Vec<RunRow>, StoreError> {
-        let sql = format!("SELECT {RUN_COLS} FROM runs r ORDER BY r.id DESC LIMIT ?1");
+    fn list_runs(&mut self, tenant: Option<&str>, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+        let sql = format!(
+            "SELECT {RUN_COLS} FROM runs r WHERE ?1 IS NULL OR r.tenant = ?1 ORDER BY r.id DESC LIMIT ?2"
+        );
         let rows = self
             .conn
             .prepare_cached(&sql)?
-            .query_map(params![i64::try_from(limit).unwrap_or(i64::MAX)], run_row)?
+            .query_map(
+                params![
+                    tenant.map(crate::tenant_of),
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
+                run_row,
+            )?
             .collect::<Result<_, _>>()?;
         Ok(rows)
     }
@@ -1169,15 +1177,24 @@ impl Store for SqliteStore {
         Ok(rows)
     }
 
-    fn runs_at_commit(&mut self, commit: &str, limit: usize) -> Result<Vec<RunRow>, StoreError> {
+    fn runs_at_commit(
+        &mut self,
+        tenant: &str,
+        commit: &str,
+        limit: usize,
+    ) -> Result<Vec<RunRow>, StoreError> {
         let sql = format!(
-            "SELECT {RUN_COLS} FROM runs r WHERE r.commit_sha = ?1 ORDER BY r.id DESC LIMIT ?2"
+            "SELECT {RUN_COLS} FROM runs r WHERE r.tenant = ?1 AND r.commit_sha = ?2 ORDER BY r.id DESC LIMIT ?3"
         );
         let rows = self
             .conn
             .prepare_cached(&sql)?
             .query_map(
-                params![commit, i64::try_from(limit).unwrap_or(i64::MAX)],
+                params![
+                    crate::tenant_of(tenant),
+                    commit,
+                    i64::try_from(limit).unwrap_or(i64::MAX)
+                ],
                 run_row,
             )?
             .collect::<Result<_, _>>()?;

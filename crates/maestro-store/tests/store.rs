@@ -279,7 +279,7 @@ runs_round_trip_and_interrupted_runs_are_marked(fx) {
     );
     assert!(s.last_job_record("nope").expect("last").is_none());
     s.finish_run(run_id, RunStatus::Failed, 120).expect("finish");
-    let listed = s.list_runs(10).expect("list");
+    let listed = s.list_runs(None, 10).expect("list");
     assert_eq!(listed.len(), 1);
     assert_eq!((listed[0].status, listed[0].finished_at_ms), (RunStatus::Failed, Some(120)));
     assert!(matches!(
@@ -529,7 +529,7 @@ a_run_carries_its_tenant_and_trace(fx) {
             ..NewRun::default()
         })
         .expect("begin");
-    let runs = s.list_runs(10).expect("list");
+    let runs = s.list_runs(None, 10).expect("list");
     let of = |id: i64| runs.iter().find(|r| r.id == id).expect("listed").clone();
     assert_eq!((of(plain).tenant.as_str(), of(plain).trace_id), ("default", None));
     assert_eq!(of(acme).tenant, "acme");
@@ -611,9 +611,19 @@ runs_are_found_by_commit_newest_first(fx) {
     for commit in [Some(sha.clone()), None, Some(sha.clone()), Some("b".repeat(40))] {
         ids.push(s.begin_run(&NewRun { pipeline: "p".into(), root: "/r".into(), commit, ..NewRun::default() }).expect("begin"));
     }
-    let got: Vec<i64> = s.runs_at_commit(&sha, 10).expect("query").iter().map(|r| r.id).collect();
+    let got: Vec<i64> = s.runs_at_commit("default", &sha, 10).expect("query").iter().map(|r| r.id).collect();
     assert_eq!(got, [ids[2], ids[0]]);
-    assert_eq!(s.runs_at_commit(&sha, 1).expect("query").len(), 1);
+    assert_eq!(s.runs_at_commit("default", &sha, 1).expect("query").len(), 1);
+    // Another tenant's runs at the same commit, newer and more: they starve nothing.
+    for _ in 0..5 {
+        s.begin_run(&NewRun { pipeline: "p".into(), root: "/r".into(), commit: Some(sha.clone()), tenant: "globex".into(), ..NewRun::default() }).expect("begin");
+    }
+    let got: Vec<i64> = s.runs_at_commit("default", &sha, 2).expect("query").iter().map(|r| r.id).collect();
+    assert_eq!(got, [ids[2], ids[0]]);
+    assert_eq!(s.runs_at_commit("globex", &sha, 10).expect("query").len(), 5);
+    let mine: Vec<i64> = s.list_runs(Some("default"), 3).expect("list").iter().map(|r| r.id).collect();
+    assert_eq!(mine, [ids[3], ids[2], ids[1]], "a page of one's own runs, however many the other has");
+    assert_eq!(s.list_runs(None, 100).expect("list").len(), 9);
 }
 
 repro_checks_attach_to_their_run(fx) {

@@ -163,6 +163,17 @@ impl World {
         resp.body_mut().read_json().expect("json")
     }
 
+    fn post(&self, path: &str, body: &Value) -> Value {
+        let mut resp = agent()
+            .post(format!("{}{path}", self.base))
+            .header("Authorization", format!("Bearer {}", self.token))
+            .send_json(body)
+            .expect("POST");
+        let v: Value = resp.body_mut().read_json().expect("json");
+        assert!(resp.status().is_success(), "{path}: {v}");
+        v
+    }
+
     fn stable(&self, env: &str) -> String {
         self.get(&format!("/api/v1/environments/{env}"))["stable"]["version"]
             .as_str()
@@ -339,6 +350,25 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
     // Built and reported: the gates are green there.
     let (code, out) = w.cli(&["run", "--log-format", "plain", "--server", &w.base]);
     assert_eq!(code, Some(0), "{out}");
+    // A newer run at the same commit, reported by hand with a red gate, does not decide:
+    // the cut trusts the run the artifact's signed provenance names.
+    let head = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .current_dir(w.repo.path())
+        .output()
+        .expect("git");
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_owned();
+    let forged = w.post(
+        "/api/v1/runs",
+        &serde_json::json!({"pipeline": "hello-service", "commit": head, "key": "forged"}),
+    );
+    let forged = forged["id"].as_i64().expect("id");
+    w.post(
+        &format!("/api/v1/runs/{forged}/reports"),
+        &serde_json::json!({"seq": 1, "status": "failed", "jobs": [{
+            "name": "unit", "gate": "unit", "status": "failed", "cache": "miss",
+            "duration_ms": 1, "flaky": false, "attempts": [], "artifacts": [], "tests": []}]}),
+    );
     let (code, out) = cut(&w, &[]);
     assert_eq!(code, Some(0), "{out}");
     assert!(

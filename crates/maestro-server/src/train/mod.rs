@@ -425,11 +425,10 @@ pub fn check_gates(
     {
         required.push(g.clone());
     }
-    if required.is_empty() && run.status != RunStatus::Succeeded {
+    if gates.is_empty() {
         return Err(format!(
-            "run {} at commit {short} {}: it has no gates, and it did not succeed",
-            run.id,
-            run.status.as_str()
+            "run {} at commit {short} has no gates: a run without gates proves nothing (report the pipeline's jobs with `maestro run --server URL`)",
+            run.id
         ));
     }
     let mut results = Vec::new();
@@ -680,33 +679,69 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             .iter()
             .any(|p| train.migration_paths.is_match(p));
         let commit = body.commit.to_ascii_lowercase();
-        let (c, tenant) = (commit.clone(), train.tenant.clone());
-        let runs = ctx
-            .auth
-            .state
-            .pool
-            .with(move |s| {
-                let rows = s.runs_at_commit(&c, 20)?;
-                let mut out = Vec::new();
-                // The newest finished run of the tenant decides (a running one says wait).
-                for r in rows.into_iter().filter(|r| r.tenant == tenant) {
-                    let running = r.status == RunStatus::Running;
-                    out.push(s.run_detail(r.id)?);
-                    if !running {
-                        break;
-                    }
-                }
-                Ok(out)
-            })
-            .await
-            .map_err(|e| ApiError::store(&e))?;
-        let (run, gates) = check_gates(&train, &runs, &commit, migrations_changed)
-            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "gates_not_green", m))?;
+        // The artifact first: its signed provenance names the run whose gates decide.
         let evidence = verify_evidence(&ctx.auth.state, &train, &body.artifact)
             .await
             .map_err(|m| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
             })?;
+        let named = {
+            let keys = trust_keys(
+                &ctx.auth.state,
+                train.stages.first().map_or("", String::as_str),
+            );
+            let artifact = body.artifact.clone();
+            tokio::task::spawn_blocking(move || crate::release::provenance_run(&artifact, &keys))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?
+                .map_err(|m| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
+                })?
+        };
+        let runs = match named {
+            None => Vec::new(),
+            Some(id) => {
+                let detail = ctx.auth.state.pool.with(move |s| s.run_detail(id)).await;
+                match detail {
+                    Ok(d) => vec![d],
+                    Err(maestro_store::StoreError::NoSuchRun(_)) => Vec::new(),
+                    Err(e) => return Err(ApiError::store(&e)),
+                }
+            }
+        };
+        let refuse =
+            |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "gates_not_green", m);
+        let short = &commit[..12];
+        if let Some(d) = runs.first() {
+            // Only a run reported to this conductor, of the train's tenant, at this commit.
+            if d.run.tenant != train.tenant || d.run.reporter.is_none() {
+                return Err(refuse(format!(
+                    "no pipeline run at commit {short} was reported to this conductor for this artifact: the run its provenance names ({}) is not one reported to it by tenant `{}`",
+                    d.run.id, train.tenant
+                )));
+            }
+            if d.run
+                .commit
+                .as_deref()
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+                != Some(commit.as_str())
+            {
+                return Err(refuse(format!(
+                    "the artifact was built by run {} at commit {}, not at {short}: cut the commit it was built from",
+                    d.run.id,
+                    d.run.commit.as_deref().unwrap_or("(none)")
+                )));
+            }
+        } else if named.is_none() {
+            return Err(refuse(format!(
+                "no pipeline run at commit {short} was reported to this conductor for this artifact: its provenance names none — build and attest it in `maestro run --server URL`"
+            )));
+        }
+        let (run, gates) = check_gates(&train, &runs, &commit, migrations_changed)
+            .map_err(|m| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "gates_not_green", m))?;
         let mut progress = Progress {
             run: Some(run),
             gates,
@@ -1837,6 +1872,17 @@ mod tests {
             migration_paths: globset::GlobSet::empty(),
             smoke: Vec::new(),
             slo: SloSettings::default(),
+        }
+    }
+
+    #[test]
+    fn a_run_without_gates_never_satisfies_a_cut() {
+        let sha = "a".repeat(40);
+        // A run reported with no jobs at all, or only jobs outside any gate, "succeeded".
+        for jobs in [&[][..], &[("pkg", None, "succeeded")][..]] {
+            let empty = detail(RunStatus::Succeeded, jobs);
+            let err = check_gates(&train(), &[empty], &sha, false).expect_err("no gates");
+            assert!(err.contains("has no gates"), "{err}");
         }
     }
 
