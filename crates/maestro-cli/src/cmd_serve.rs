@@ -48,6 +48,15 @@ pub(crate) fn serve(a: &ServeArgs) -> Result<u8, Failure> {
         std::fs::create_dir_all(&paths.home)
             .map_err(|e| Failure::env(e, "Maestro's home directory must be writable"))?;
     }
+    // The conductor holds the audit key: make it non-dumpable, so no process of the same
+    // user (a release runs as one) can read its memory or `/proc/<pid>/environ`.
+    #[cfg(target_os = "linux")]
+    nix::sys::prctl::set_dumpable(false).map_err(|e| {
+        Failure::env(
+            std::io::Error::from(e),
+            "the conductor could not make itself non-dumpable (prctl PR_SET_DUMPABLE)",
+        )
+    })?;
     config.audit_key = audit_key(&paths, &config.database)?;
     // Request spans go where the OpenTelemetry variables say; a wrong one stops the
     // start, as any other configuration error does.

@@ -57,6 +57,7 @@ struct File {
     header_timeout_seconds: Option<u64>,
     body_timeout_seconds: Option<u64>,
     tls_proxy: Option<bool>,
+    artifact_roots: Option<Vec<PathBuf>>,
 }
 
 /// A validated configuration.
@@ -96,6 +97,9 @@ pub struct Config {
     /// Served to browsers over TLS by a proxy in front (`tls_proxy = true`): the console's
     /// cookie is `Secure`.
     pub tls_proxy: bool,
+    /// The directories an artifact a deploy or a cut names may be read from (real paths);
+    /// none: no artifact is read from the host.
+    pub artifact_roots: Vec<PathBuf>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -127,6 +131,8 @@ pub struct Settings {
     pub body_timeout_seconds: Option<u64>,
     /// A TLS-terminating proxy serves this conductor to browsers.
     pub tls_proxy: Option<bool>,
+    /// `artifact_roots`: where artifacts may be read from (relative to the file).
+    pub artifact_roots: Option<Vec<PathBuf>>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -172,6 +178,7 @@ impl Settings {
             header_timeout_seconds: f.header_timeout_seconds,
             body_timeout_seconds: f.body_timeout_seconds,
             tls_proxy: f.tls_proxy,
+            artifact_roots: f.artifact_roots,
             base: Some(base.to_path_buf()),
         })
     }
@@ -209,6 +216,7 @@ impl Settings {
             header_timeout_seconds: over.header_timeout_seconds.or(self.header_timeout_seconds),
             body_timeout_seconds: over.body_timeout_seconds.or(self.body_timeout_seconds),
             tls_proxy: over.tls_proxy.or(self.tls_proxy),
+            artifact_roots: over.artifact_roots.or(self.artifact_roots),
             base: over.base.or(self.base),
         }
     }
@@ -325,6 +333,35 @@ impl Settings {
                 *slot = std::time::Duration::from_secs(t);
             }
         }
+        let mut artifact_roots = Vec::new();
+        for (i, r) in self.artifact_roots.iter().flatten().enumerate() {
+            let path = if r.is_relative() {
+                self.base
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("."))
+                    .join(r)
+            } else {
+                r.clone()
+            };
+            let real = path
+                .canonicalize()
+                .ok()
+                .filter(|p| p.is_dir())
+                .ok_or_else(|| {
+                    bad(
+                        &format!("artifact_roots[{i}]"),
+                        format!("{} is not a directory", path.display()),
+                    )
+                })?;
+            if real == Path::new("/") {
+                return Err(bad(
+                    &format!("artifact_roots[{i}]"),
+                    "is the root of the file system: name the directories CI writes artifacts to"
+                        .to_owned(),
+                ));
+            }
+            artifact_roots.push(real);
+        }
         let mut reaper = crate::remote::Reaper::default();
         if let Some(t) = self.remote_run_timeout_seconds {
             // A client reports at least every 30 s; a shorter timeout would interrupt
@@ -391,6 +428,7 @@ impl Settings {
             trains.push(train);
         }
         Ok(Config {
+            artifact_roots,
             tls_proxy: self.tls_proxy.unwrap_or(false),
             limits,
             roles,

@@ -984,8 +984,11 @@ pub(crate) fn deploy(ctx: Ctx) -> Answer {
                 ));
             }
         }
+        let artifact = crate::release::confine(&body.artifact, &ctx.auth.state.artifact_roots)
+            .map_err(|m| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
+            })?;
         let permit = ctx.permit(&r).await?;
-        let artifact = body.artifact.clone();
         let trust = cfg.trust_keys.clone();
         let releases = cfg.spec.state_dir.join("releases");
         let unpacked = tokio::task::spawn_blocking(move || {

@@ -130,6 +130,8 @@ pub struct AppState {
     pub(crate) limits: listen::Limits,
     /// The console's cookie is `Secure` (a TLS proxy serves it).
     pub(crate) tls_proxy: bool,
+    /// Where artifacts may be read from.
+    pub(crate) artifact_roots: Vec<std::path::PathBuf>,
     exporter: Option<maestro_telemetry::otlp::Exporter>,
     span_delay: std::time::Duration,
 }
@@ -184,6 +186,7 @@ impl AppState {
             roles: config.roles.clone(),
             limits: config.limits,
             tls_proxy: config.tls_proxy,
+            artifact_roots: config.artifact_roots.clone(),
             trains: train::Trains::new(config.trains.clone()),
             holder: std::sync::OnceLock::new(),
             flags: config.flags.clone(),

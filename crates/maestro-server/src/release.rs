@@ -11,6 +11,57 @@ use sha2::{Digest as _, Sha256};
 
 use crate::environments::MAX_ARTIFACT_BYTES;
 
+/// The largest file a release may hold, unpacked.
+pub const MAX_ENTRY_BYTES: u64 = 512 << 20;
+/// The most a release may hold, unpacked (a gzip bomb stops here).
+pub const MAX_UNPACKED_BYTES: u64 = 4 << 30;
+/// The most files and directories a release may hold.
+pub const MAX_ENTRIES: usize = 100_000;
+
+/// The artifact path a request names, if it lies under one of the conductor's artifact
+/// roots — judged on the path's text before anything on the host is touched (a path
+/// elsewhere learns nothing, not even whether it exists), then again on the real path
+/// (a link out of the roots is refused). Returns the real path.
+///
+/// # Errors
+/// Why not, naming the roots.
+pub fn confine(artifact: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
+    if roots.is_empty() {
+        return Err(
+            "artifact: this conductor reads no artifact from its host: add the directories CI writes artifacts to as `artifact_roots` in its configuration"
+                .to_owned(),
+        );
+    }
+    let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+    let outside = || {
+        format!(
+            "artifact: `{}` is not under the conductor's artifact roots ({}): put it there, or add its directory to `artifact_roots`",
+            artifact.display(),
+            shown.join(", ")
+        )
+    };
+    if !artifact.is_absolute() {
+        return Err(format!(
+            "artifact: `{}` must be an absolute path on the conductor's host",
+            artifact.display()
+        ));
+    }
+    if artifact
+        .components()
+        .any(|c| matches!(c, Component::ParentDir))
+        || !roots.iter().any(|r| artifact.starts_with(r))
+    {
+        return Err(outside());
+    }
+    let real = artifact
+        .canonicalize()
+        .map_err(|e| format!("artifact {}: {e}", artifact.display()))?;
+    if !roots.iter().any(|r| real.starts_with(r)) {
+        return Err(outside());
+    }
+    Ok(real)
+}
+
 /// An unpacked, verified release.
 #[derive(Debug, Clone)]
 pub struct Unpacked {
@@ -136,11 +187,21 @@ fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
 }
 
 fn unpack(gz: &[u8], into: &Path) -> Result<(), String> {
+    unpack_limited(gz, into, MAX_ENTRY_BYTES, MAX_UNPACKED_BYTES)
+}
+
+/// Unpacks at most [`MAX_ENTRIES`] entries, each file at most `max_entry` bytes and all of
+/// them at most `max_total`, whatever the headers claim (a file is read through a limit).
+fn unpack_limited(gz: &[u8], into: &Path, max_entry: u64, max_total: u64) -> Result<(), String> {
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(gz));
     let entries = archive
         .entries()
         .map_err(|e| format!("not a .tar.gz: {e}"))?;
-    for entry in entries {
+    let mut total: u64 = 0;
+    for (count, entry) in entries.enumerate() {
+        if count >= MAX_ENTRIES {
+            return Err(format!("the release holds more than {MAX_ENTRIES} entries"));
+        }
         let mut entry = entry.map_err(|e| format!("not a .tar.gz: {e}"))?;
         let path = entry
             .path()
@@ -165,9 +226,25 @@ fn unpack(gz: &[u8], into: &Path) -> Result<(), String> {
                     .map_err(|e| format!("{}: {e}", parent.display()))?;
             }
             let mut data = Vec::new();
-            entry
+            (&mut entry)
+                .take(max_entry.saturating_add(1))
                 .read_to_end(&mut data)
                 .map_err(|e| format!("{}: {e}", path.display()))?;
+            let size = data.len() as u64;
+            if size > max_entry {
+                return Err(format!(
+                    "entry `{}` is larger than {} MiB unpacked",
+                    path.display(),
+                    max_entry >> 20
+                ));
+            }
+            total = total.saturating_add(size);
+            if total > max_total {
+                return Err(format!(
+                    "the release is larger than {} MiB unpacked",
+                    max_total >> 20
+                ));
+            }
             std::fs::write(&target, data).map_err(|e| format!("{}: {e}", target.display()))?;
         } else if !matches!(
             kind,
@@ -180,4 +257,84 @@ fn unpack(gz: &[u8], into: &Path) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A .tar.gz of `files` (path, size of zeros).
+    fn tarball(files: &[(&str, usize)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(flate2::write::GzEncoder::new(
+            Vec::new(),
+            flate2::Compression::fast(),
+        ));
+        for (path, size) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_size(*size as u64);
+            h.set_mode(0o644);
+            h.set_entry_type(tar::EntryType::Regular);
+            b.append_data(&mut h, path, std::io::repeat(0).take(*size as u64))
+                .expect("append");
+        }
+        b.into_inner().expect("tar").finish().expect("gz")
+    }
+
+    #[test]
+    fn an_artifact_outside_the_roots_is_refused_before_the_host_is_asked() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let root = dir.path().canonicalize().expect("real").join("dist");
+        std::fs::create_dir_all(&root).expect("mkdir");
+        let inside = root.join("a.tar.gz");
+        std::fs::write(&inside, b"x").expect("write");
+        let roots = [root.clone()];
+        assert_eq!(confine(&inside, &roots), Ok(inside.clone()));
+        // Elsewhere: the same answer whether the file exists or not (no oracle).
+        let missing = confine(Path::new("/nonexistent/a.tar.gz"), &roots).expect_err("outside");
+        let present = confine(Path::new("/etc/passwd"), &roots).expect_err("outside");
+        assert_eq!(
+            missing.replace("/nonexistent/a.tar.gz", "X"),
+            present.replace("/etc/passwd", "X")
+        );
+        assert!(
+            present.contains("not under the conductor's artifact roots"),
+            "{present}"
+        );
+        // `..` out of a root, and a link out of it.
+        let dotdot = root.join("../../etc/passwd");
+        assert!(
+            confine(&dotdot, &roots)
+                .expect_err("..")
+                .contains("not under")
+        );
+        let link = root.join("link.tar.gz");
+        std::os::unix::fs::symlink("/etc/passwd", &link).expect("link");
+        assert!(
+            confine(&link, &roots)
+                .expect_err("link")
+                .contains("not under")
+        );
+        assert!(
+            confine(&inside, &[])
+                .expect_err("no roots")
+                .contains("artifact_roots")
+        );
+    }
+
+    #[test]
+    fn an_unpacked_release_is_capped_per_file_and_in_all() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // Zeros compress ~1000:1: a small artifact that would unpack large.
+        let ok = tarball(&[("app/a", 1000), ("app/b", 1000)]);
+        unpack_limited(&ok, &dir.path().join("ok"), 1000, 2000).expect("within the caps");
+        let big_file = tarball(&[("app/a", 1001)]);
+        let err = unpack_limited(&big_file, &dir.path().join("one"), 1000, 1 << 20)
+            .expect_err("one file too large");
+        assert!(err.contains("`app/a` is larger"), "{err}");
+        let bomb = tarball(&[("a", 800), ("b", 800), ("c", 800)]);
+        let err = unpack_limited(&bomb, &dir.path().join("all"), 1000, 2000)
+            .expect_err("too large in all");
+        assert!(err.contains("the release is larger"), "{err}");
+        assert!(bomb.len() < 200, "the bomb is small: {} bytes", bomb.len());
+    }
 }

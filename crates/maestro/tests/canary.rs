@@ -11,6 +11,8 @@ use common::{Repo, agent, text};
 use serde_json::{Value, json};
 
 const CONFIG: &str = r#"
+artifact_roots = ["."]
+
 [[environments]]
 name = "stage"
 service = "hello-service"
@@ -147,6 +149,43 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
         "{body}"
     );
 
+    // A path outside the conductor's artifact roots: refused the same way whether the
+    // file exists or not, and a variable the environment does not allow is refused too.
+    for outside in ["/etc/passwd", "/nonexistent/hello.tar.gz"] {
+        let (status, body) = call(
+            "POST",
+            &format!("{base}/api/v1/environments/stage/deployments"),
+            &token,
+            Some("try"),
+            Some(json!({"artifact": outside})),
+        );
+        assert_eq!(status, 422, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("is not under the conductor's artifact roots")),
+            "{body}"
+        );
+    }
+    let (status, body) = call(
+        "POST",
+        &format!("{base}/api/v1/environments/stage/deployments"),
+        &token,
+        Some("try"),
+        Some(json!({"artifact": v1, "env": {"LD_PRELOAD": "/tmp/evil.so"}})),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("env_not_allowed")),
+        "{body}"
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("LD_PRELOAD")),
+        "{body}"
+    );
+
     // The first release is stable at once.
     let (status, body) = call(
         "POST",
@@ -253,6 +292,24 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
     );
     assert_eq!(status, 201, "{created}");
     let steered = created["id"].as_i64().expect("id");
+    // The console's session, opened by signing in (the cookie is a session id).
+    let session = {
+        let no_redirects: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(0)
+            .build()
+            .into();
+        let resp = no_redirects
+            .post(&format!("{base}/console/login"))
+            .send_form([("token", token.as_str())])
+            .expect("sign in");
+        resp.headers()
+            .get("set-cookie")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|c| c.split(';').next())
+            .expect("a session cookie")
+            .to_owned()
+    };
     let form = |action: &str, reason: &str, origin: &str| {
         let no_redirects: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
@@ -261,7 +318,7 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
             .into();
         let mut resp = no_redirects
             .post(&format!("{base}/console/canaries/{steered}"))
-            .header("Cookie", format!("maestro_session={token}"))
+            .header("Cookie", &session)
             .header("Origin", origin)
             .header("Content-Type", "application/x-www-form-urlencoded")
             .send(format!("action={action}&reason={reason}"))
@@ -274,7 +331,7 @@ fn a_canary_with_an_injected_error_rate_rolls_back_by_itself() {
     let page = |path: &str| {
         agent()
             .get(&format!("{base}{path}"))
-            .header("Cookie", format!("maestro_session={token}"))
+            .header("Cookie", &session)
             .call()
             .expect("console")
             .body_mut()

@@ -43,7 +43,8 @@ min_requests = 20
         )
     };
     format!(
-        r#"{}{}
+        r#"artifact_roots = ["."]
+{}{}
 [[trains]]
 service = "hello-service"
 stages = ["stage", "prod"]

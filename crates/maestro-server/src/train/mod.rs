@@ -680,7 +680,11 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             .any(|p| train.migration_paths.is_match(p));
         let commit = body.commit.to_ascii_lowercase();
         // The artifact first: its signed provenance names the run whose gates decide.
-        let evidence = verify_evidence(&ctx.auth.state, &train, &body.artifact)
+        let artifact = crate::release::confine(&body.artifact, &ctx.auth.state.artifact_roots)
+            .map_err(|m| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
+            })?;
+        let evidence = verify_evidence(&ctx.auth.state, &train, &artifact)
             .await
             .map_err(|m| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
@@ -690,7 +694,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
                 &ctx.auth.state,
                 train.stages.first().map_or("", String::as_str),
             );
-            let artifact = body.artifact.clone();
+            let artifact = artifact.clone();
             tokio::task::spawn_blocking(move || crate::release::provenance_run(&artifact, &keys))
                 .await
                 .map_err(|e| {
@@ -766,7 +770,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             service: body.service.clone(),
             version: body.version.clone(),
             commit,
-            artifact: body.artifact.display().to_string(),
+            artifact: artifact.display().to_string(),
             digest: evidence.0,
             status: ReleaseStatus::Cut.as_str().to_owned(),
             state: progress.to_text(),
@@ -1335,7 +1339,13 @@ async fn drive(
                 // Promotion blocks: the evidence still verifies with this stage's keys, and
                 // the stage is not already burning its error budget.
                 let keys = cfg.trust_keys.clone();
-                let artifact = PathBuf::from(&row.artifact);
+                let artifact = match crate::release::confine(
+                    Path::new(&row.artifact),
+                    &state.artifact_roots,
+                ) {
+                    Ok(a) => a,
+                    Err(m) => return block(state, &row, &mut p, format!("{name}: {m}")).await,
+                };
                 let unpacked = {
                     let releases = cfg.spec.state_dir.join("releases");
                     tokio::task::spawn_blocking(move || {
