@@ -58,6 +58,7 @@ struct File {
     body_timeout_seconds: Option<u64>,
     tls_proxy: Option<bool>,
     artifact_roots: Option<Vec<PathBuf>>,
+    artifact_store: Option<PathBuf>,
 }
 
 /// A validated configuration.
@@ -100,6 +101,9 @@ pub struct Config {
     /// The directories an artifact a deploy or a cut names may be read from (real paths);
     /// none: no artifact is read from the host.
     pub artifact_roots: Vec<PathBuf>,
+    /// Where the conductor keeps the artifacts releases are cut from, by digest (default:
+    /// `artifacts/` beside an SQLite store; required with PostgreSQL to cut releases).
+    pub artifact_store: Option<PathBuf>,
 }
 
 /// Unvalidated settings, as strings, from wherever they came.
@@ -133,6 +137,8 @@ pub struct Settings {
     pub tls_proxy: Option<bool>,
     /// `artifact_roots`: where artifacts may be read from (relative to the file).
     pub artifact_roots: Option<Vec<PathBuf>>,
+    /// `artifact_store`: where released artifacts are kept (relative to the file).
+    pub artifact_store: Option<PathBuf>,
     /// The directory a relative `jwks_file` is relative to.
     pub base: Option<PathBuf>,
 }
@@ -179,6 +185,7 @@ impl Settings {
             body_timeout_seconds: f.body_timeout_seconds,
             tls_proxy: f.tls_proxy,
             artifact_roots: f.artifact_roots,
+            artifact_store: f.artifact_store,
             base: Some(base.to_path_buf()),
         })
     }
@@ -217,6 +224,7 @@ impl Settings {
             body_timeout_seconds: over.body_timeout_seconds.or(self.body_timeout_seconds),
             tls_proxy: over.tls_proxy.or(self.tls_proxy),
             artifact_roots: over.artifact_roots.or(self.artifact_roots),
+            artifact_store: over.artifact_store.or(self.artifact_store),
             base: over.base.or(self.base),
         }
     }
@@ -427,7 +435,14 @@ impl Settings {
             }
             trains.push(train);
         }
+        let artifact_store = match self.artifact_store {
+            Some(p) if p.is_relative() => Some(base.join(p)),
+            Some(p) => Some(p),
+            None => store_dir.as_ref().map(|d| d.join("artifacts")),
+        }
+        .map(|p| std::path::absolute(&p).unwrap_or(p));
         Ok(Config {
+            artifact_store,
             artifact_roots,
             tls_proxy: self.tls_proxy.unwrap_or(false),
             limits,

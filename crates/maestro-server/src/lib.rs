@@ -132,6 +132,8 @@ pub struct AppState {
     pub(crate) tls_proxy: bool,
     /// Where artifacts may be read from.
     pub(crate) artifact_roots: Vec<std::path::PathBuf>,
+    /// Where released artifacts are kept, by digest.
+    pub(crate) artifact_store: Option<std::path::PathBuf>,
     exporter: Option<maestro_telemetry::otlp::Exporter>,
     span_delay: std::time::Duration,
 }
@@ -187,6 +189,7 @@ impl AppState {
             limits: config.limits,
             tls_proxy: config.tls_proxy,
             artifact_roots: config.artifact_roots.clone(),
+            artifact_store: config.artifact_store.clone(),
             trains: train::Trains::new(config.trains.clone()),
             holder: std::sync::OnceLock::new(),
             flags: config.flags.clone(),

@@ -62,6 +62,64 @@ pub fn confine(artifact: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
     Ok(real)
 }
 
+/// Keeps a verified artifact and its three bundles in the conductor's content-addressed
+/// artifact store, `<store>/sha256/<hex>/<file name>`: the bytes are read once, copied,
+/// and the copy is verified where it lies before it is renamed into place (a partial or
+/// unverified copy is never there). What a release was cut from stays there whatever
+/// happens to the path it came from. Returns the kept artifact's path and its digest.
+///
+/// # Errors
+/// When the artifact or a bundle cannot be read, the copy does not verify, or the store
+/// cannot be written.
+pub fn keep(artifact: &Path, trust: &[PathBuf], store: &Path) -> Result<(PathBuf, String), String> {
+    use maestro_sign::evidence::Kind;
+    let name = artifact
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("artifact `{}` names no file", artifact.display()))?;
+    let bytes = maestro_sign::read_limited(artifact, MAX_ARTIFACT_BYTES)
+        .map_err(|e| format!("artifact {}: {e}", artifact.display()))?;
+    let hex = hex::encode(Sha256::digest(&bytes));
+    let dir = store.join("sha256").join(&hex);
+    let kept = dir.join(&name);
+    if kept.is_file() {
+        // Kept before (the same bytes): verified then, verified again here.
+        let digest = verify(&kept, trust)?;
+        return Ok((kept, format!("sha256:{digest}")));
+    }
+    std::fs::create_dir_all(store).map_err(|e| format!("{}: {e}", store.display()))?;
+    let tmp = tempfile::tempdir_in(store).map_err(|e| format!("{}: {e}", store.display()))?;
+    let copy = tmp.path().join(&name);
+    maestro_sign::write_atomic(&copy, &bytes, 0o644)
+        .map_err(|e| format!("{}: {e}", copy.display()))?;
+    for kind in Kind::ALL {
+        let from = kind.bundle_path(artifact);
+        let b = maestro_sign::read_limited(&from, maestro_sign::bundle::MAX_BUNDLE_BYTES)
+            .map_err(|e| format!("{}: {e}", from.display()))?;
+        let to = kind.bundle_path(&copy);
+        maestro_sign::write_atomic(&to, &b, 0o644).map_err(|e| format!("{}: {e}", to.display()))?;
+    }
+    let digest = verify(&copy, trust)?;
+    if digest != hex {
+        return Err(format!(
+            "artifact {} changed while it was being kept",
+            artifact.display()
+        ));
+    }
+    std::fs::create_dir_all(dir.parent().unwrap_or(store))
+        .map_err(|e| format!("{}: {e}", store.display()))?;
+    let from = tmp.keep();
+    if let Err(e) = std::fs::rename(&from, &dir) {
+        // Kept meanwhile by another cut of the same bytes: that copy stands.
+        let _ = std::fs::remove_dir_all(&from);
+        if !kept.is_file() {
+            return Err(format!("{}: {e}", dir.display()));
+        }
+    }
+    Ok((kept, format!("sha256:{hex}")))
+}
+
 /// An unpacked, verified release.
 #[derive(Debug, Clone)]
 pub struct Unpacked {

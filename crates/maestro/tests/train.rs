@@ -447,6 +447,21 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
             .contains("prepare Welsh greetings")
     );
 
+    // The next build overwrites dist/ (a new artifact and new bundles at the same path):
+    // the release keeps what it was cut from, and its evidence is built from that.
+    let cut_from = w.repo.path().join("cut.tar.gz");
+    std::fs::copy(w.repo.path().join("dist/hello-service.tar.gz"), &cut_from).expect("keep");
+    let greeting = w.repo.path().join("app/greeting.py");
+    let src = std::fs::read_to_string(&greeting).expect("source");
+    std::fs::write(&greeting, format!("{src}\n# and in Cornish\n")).expect("edit");
+    let (code, out) = w.cli(&["run", "--log-format", "plain"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_ne!(
+        std::fs::read(&cut_from).expect("cut"),
+        std::fs::read(w.repo.path().join("dist/hello-service.tar.gz")).expect("rebuilt"),
+        "the second build made another artifact"
+    );
+
     // The evidence bundle, downloaded and verified offline with the log's verifier key.
     let (code, out) = w.cli(&[
         "release",
@@ -470,7 +485,7 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
         "--key",
         &vkey,
         "--artifact",
-        "dist/hello-service.tar.gz",
+        "cut.tar.gz",
     ]);
     assert_eq!(code, Some(0), "{out}");
     for line in [

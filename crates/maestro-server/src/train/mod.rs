@@ -674,16 +674,61 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
                 "changed_paths: at most {MAX_CHANGED_PATHS}; notes: at most 1 MiB"
             )));
         }
+        // A version cut once is refused before any work (the store refuses it again at
+        // the write, should two cuts race).
+        let (t, sv, v) = (
+            train.tenant.clone(),
+            body.service.clone(),
+            body.version.clone(),
+        );
+        let exists = ctx
+            .auth
+            .state
+            .pool
+            .with(move |s| s.release(&t, &sv, &v))
+            .await
+            .map_err(|e| ApiError::store(&e))?
+            .is_some();
+        if exists {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "release_exists",
+                format!(
+                    "{} {} was already cut: cut the next version, or promote it",
+                    body.service, body.version
+                ),
+            ));
+        }
         let migrations_changed = body
             .changed_paths
             .iter()
             .any(|p| train.migration_paths.is_match(p));
         let commit = body.commit.to_ascii_lowercase();
         // The artifact first: its signed provenance names the run whose gates decide.
+        let unverified =
+            |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m);
         let artifact = crate::release::confine(&body.artifact, &ctx.auth.state.artifact_roots)
-            .map_err(|m| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
-            })?;
+            .map_err(unverified)?;
+        // The artifact and its bundles are kept by digest: the release, its deploys and its
+        // evidence use that copy, whatever later happens to the path it came from.
+        let Some(store) = ctx.auth.state.artifact_store.clone() else {
+            return Err(unverified(
+                "this conductor keeps no artifacts: set `artifact_store` (a directory) in its configuration".to_owned(),
+            ));
+        };
+        let artifact = {
+            let keys = trust_keys(
+                &ctx.auth.state,
+                train.stages.first().map_or("", String::as_str),
+            );
+            tokio::task::spawn_blocking(move || crate::release::keep(&artifact, &keys, &store))
+                .await
+                .map_err(|e| {
+                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+                })?
+                .map_err(unverified)?
+                .0
+        };
         let evidence = verify_evidence(&ctx.auth.state, &train, &artifact)
             .await
             .map_err(|m| {
@@ -1339,10 +1384,16 @@ async fn drive(
                 // Promotion blocks: the evidence still verifies with this stage's keys, and
                 // the stage is not already burning its error budget.
                 let keys = cfg.trust_keys.clone();
-                let artifact = match crate::release::confine(
-                    Path::new(&row.artifact),
-                    &state.artifact_roots,
-                ) {
+                let kept = Path::new(&row.artifact);
+                let in_store = state
+                    .artifact_store
+                    .as_ref()
+                    .is_some_and(|s| kept.starts_with(s));
+                let artifact = match if in_store {
+                    Ok(kept.to_path_buf())
+                } else {
+                    crate::release::confine(kept, &state.artifact_roots)
+                } {
                     Ok(a) => a,
                     Err(m) => return block(state, &row, &mut p, format!("{name}: {m}")).await,
                 };
