@@ -432,6 +432,21 @@ fn checkpoint(store: &StoreArgs, size: Option<u64>) -> Result<u8, Failure> {
 }
 
 fn key(store: &StoreArgs) -> Result<u8, Failure> {
+    // Never a fresh log and key where there is no project: `verify --key "$(maestro audit
+    // key)"` run from the wrong directory must fail, not verify against a new key.
+    let paths = settings::paths(&store.common);
+    let remote = store.database.is_some()
+        || std::env::var(crate::audit::DATABASE_ENV).is_ok_and(|u| !u.is_empty());
+    if !remote && !paths.store().exists() && !paths.file.exists() {
+        return Err(Failure::usage(
+            format!(
+                "no Maestro project here: neither {} nor {} exists",
+                paths.file.display(),
+                paths.store().display()
+            ),
+            "run it in the directory whose pipeline and audit log you mean (or pass --file / --database)",
+        ));
+    }
     let (paths, mut log) = open(store)?;
     let k = audit::key(&paths, &mut log, true)?;
     println!("{}", k.vkey());

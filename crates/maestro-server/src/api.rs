@@ -372,8 +372,14 @@ impl Ctx {
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .is_some();
             if !begun {
-                let a =
-                    Audited::begin(self.endpoint, &self.auth, &self.path, reason.clone()).await?;
+                let a = Audited::begin(
+                    self.endpoint,
+                    &self.auth,
+                    &self.path,
+                    resource,
+                    reason.clone(),
+                )
+                .await?;
                 *self
                     .audit
                     .lock()
@@ -911,6 +917,7 @@ impl Audited {
         e: &'static Endpoint,
         auth: &Authorized,
         path: &HashMap<String, String>,
+        resource: &Resource,
         reason: String,
     ) -> Result<Audited, ApiError> {
         let unavailable = |why: &str| {
@@ -931,7 +938,14 @@ impl Audited {
         ) {
             (Some(id), _) => format!("{}:{id}", e.kind),
             (None, Some((service, version))) => format!("{}:{service}/{version}", e.kind),
-            (None, None) => e.kind.to_owned(),
+            // A resource the body named (a release being cut): the same target the
+            // release's own entries have, so its evidence carries the cut request too.
+            (None, None) => match (&resource.service, &resource.id) {
+                (Some(service), Some(id)) if e.kind == "release" => {
+                    format!("{}:{service}/{id}", e.kind)
+                }
+                _ => e.kind.to_owned(),
+            },
         };
         let entry = maestro_audit::NewEntry {
             actor: maestro_audit::Actor {

@@ -399,3 +399,19 @@ fn a_deploy_without_a_reason_does_not_run() {
     let listed = ok(&repo, &["audit", "list"]);
     assert!(listed.contains("no audit entries"), "{listed}");
 }
+
+#[test]
+fn audit_key_never_makes_a_fresh_key_where_there_is_no_project() {
+    // `verify bundle --key "$(maestro audit key)"` from the wrong directory must fail,
+    // not verify against a key made up on the spot.
+    let empty = Repo::new();
+    let out = empty.run(&["audit", "key"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(text(&out).contains("no Maestro project here"), "{}", text(&out));
+    assert!(out.stdout.is_empty(), "no key printed");
+    assert!(!empty.path().join(".maestro").exists(), "nothing created");
+    // In a project it creates (or prints) the log's key.
+    empty.write("maestro.yaml", "version: 1\njobs:\n  a:\n    run: 'true'\n");
+    let out = empty.run(&["audit", "key"]);
+    assert!(out.status.success(), "{}", text(&out));
+}

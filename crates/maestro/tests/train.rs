@@ -514,6 +514,8 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
         })
         .collect();
     for a in [
+        // The cut request itself (sensitive: started and its outcome), then the train's.
+        "releases.create",
         "release.cut",
         "release.promoting",
         "releases.promote",
@@ -564,6 +566,12 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
         "{out}"
     );
     assert_eq!((w.stable("stage"), w.stable("prod")), (v1.clone(), v1));
+    // Each environment the rollback switched is on the record.
+    let (code, listed) = w.cli(&["audit", "list", "--action", "environment.stable_set"]);
+    assert_eq!(code, Some(0), "{listed}");
+    for env in ["environment:stage", "environment:prod"] {
+        assert!(listed.contains(env), "{env} missing:\n{listed}");
+    }
 }
 
 #[test]

@@ -1753,7 +1753,25 @@ async fn roll_back(
                     };
                     match env.set_stable(release).await {
                         Ok(()) => {
-                            notes.push(format!("{}: back to {}", stage.environment, t.version))
+                            // Every switch of an environment is on the record.
+                            let entry = maestro_audit::NewEntry {
+                                actor: crate::conductor_actor("train"),
+                                action: "environment.stable_set".to_owned(),
+                                target: format!("environment:{}", stage.environment),
+                                params: json!({"from": label, "to": t.version, "deployment": t.id}),
+                                reason: Some(format!(
+                                    "release {} {} rolled back: {why}",
+                                    row.service, row.version
+                                )),
+                                result: maestro_audit::Outcome::Success,
+                                links: maestro_audit::Links {
+                                    release: Some(row.version.clone()),
+                                    ..maestro_audit::Links::default()
+                                },
+                                tenant: Some(row.tenant.clone()),
+                            };
+                            crate::audit_conductor(state, entry).await;
+                            notes.push(format!("{}: back to {}", stage.environment, t.version));
                         }
                         Err(e) => problems.push(format!("{}: {e}", stage.environment)),
                     }
