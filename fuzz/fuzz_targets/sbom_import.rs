@@ -1,0 +1,13 @@
+//! CycloneDX and SPDX JSON documents other tools made, imported as an inventory.
+#![no_main]
+use std::sync::OnceLock;
+
+static DIR: OnceLock<tempfile::TempDir> = OnceLock::new();
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| {
+    let dir = DIR.get_or_init(|| tempfile::tempdir().expect("tempdir"));
+    let path = dir.path().join("sbom.json");
+    if std::fs::write(&path, data).is_ok() {
+        let _ = maestro_sbom::import::read(&path);
+    }
+});
