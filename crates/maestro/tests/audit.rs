@@ -407,7 +407,11 @@ fn audit_key_never_makes_a_fresh_key_where_there_is_no_project() {
     let empty = Repo::new();
     let out = empty.run(&["audit", "key"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-    assert!(text(&out).contains("no Maestro project here"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no Maestro project here"),
+        "{}",
+        text(&out)
+    );
     assert!(out.stdout.is_empty(), "no key printed");
     assert!(!empty.path().join(".maestro").exists(), "nothing created");
     // In a project it creates (or prints) the log's key.
