@@ -557,6 +557,24 @@ impl Environment {
         self.lease.as_ref().map(|l| l.token)
     }
 
+    /// [`Environment::save`] for the controller: a store that fails (a restart, a second's
+    /// blip) is tried again with backoff for about ten seconds before the controller gives
+    /// up — a deployment is never left `progressing` for want of one retry.
+    async fn save_patiently(&self, id: i64, canary: &Canary) -> Result<(), DeployError> {
+        let mut wait = Duration::from_millis(100);
+        let mut tried = 0;
+        loop {
+            match self.save(id, canary).await {
+                Err(DeployError::Store(_)) if tried < 7 => {
+                    tried += 1;
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(3));
+                }
+                other => return other,
+            }
+        }
+    }
+
     async fn save(&self, id: i64, canary: &Canary) -> Result<(), DeployError> {
         let status = status_of(canary.phase).to_owned();
         let state = serde_json::to_string(canary).unwrap_or_default();
@@ -707,7 +725,7 @@ impl Environment {
                 };
                 let actions = active.canary.analysed(&self.spec.plan, now_ms(), None);
                 let snapshot = active.canary.clone();
-                match self.save(id, &snapshot).await {
+                match self.save_patiently(id, &snapshot).await {
                     Ok(()) => {}
                     // Another conductor runs it now: touch nothing.
                     Err(DeployError::Fenced) => return,
@@ -748,7 +766,7 @@ impl Environment {
                 .canary
                 .analysed(&self.spec.plan, now_ms(), Some(judgement));
             let snapshot = active.canary.clone();
-            match self.save(id, &snapshot).await {
+            match self.save_patiently(id, &snapshot).await {
                 Ok(()) => {}
                 // Another conductor runs it now: touch nothing (its controller steers).
                 Err(DeployError::Fenced) => return,

@@ -59,6 +59,31 @@ pub enum StoreError {
     NoSuchRun(i64),
 }
 
+impl StoreError {
+    /// Whether the connection itself failed (closed, terminated by the server, a server
+    /// shutting down or unreachable) rather than the statement: the connection is gone,
+    /// and any other opened before the same event likely is too.
+    #[must_use]
+    pub fn is_connection(&self) -> bool {
+        match self {
+            StoreError::Connect(_) => true,
+            StoreError::Postgres(e) => {
+                e.is_closed()
+                    || match e.code() {
+                        Some(code) => {
+                            let c = code.code();
+                            // connection_exception, admin/crash/cannot-connect-now shutdown
+                            c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03")
+                        }
+                        // Not a server error at all: the socket failed.
+                        None => e.as_db_error().is_none(),
+                    }
+            }
+            _ => false,
+        }
+    }
+}
+
 /// The store interface. Implementations make every method one transaction.
 pub trait Store: Send + std::fmt::Debug {
     /// Records a new run in state `running` and returns its id; for a remote run whose

@@ -53,10 +53,25 @@ impl StorePool {
                 None => crate::open(&pool.location)?,
             };
             let out = f(store.as_mut());
-            if out.is_ok()
-                && let Ok(mut idle) = pool.idle.lock()
-            {
-                idle.push(store);
+            match &out {
+                Ok(_) => {
+                    if let Ok(mut idle) = pool.idle.lock() {
+                        idle.push(store);
+                    }
+                }
+                // The connection died (a server restart, backends terminated): the idle
+                // ones were opened before the same event, so none is handed out again —
+                // the next calls open fresh connections instead of failing one by one.
+                Err(e) if e.is_connection() => {
+                    let stale = pool
+                        .idle
+                        .lock()
+                        .map(|mut v| std::mem::take(&mut *v))
+                        .unwrap_or_default();
+                    drop(stale);
+                    drop(store);
+                }
+                Err(_) => drop(store),
             }
             out
         })
