@@ -117,6 +117,9 @@ pub struct Options {
     pub upstream_timeout: Duration,
     /// Speak HTTP/2 (cleartext, prior knowledge) to upstreams instead of HTTP/1.1.
     pub upstream_http2: bool,
+    /// How long a client has to send an HTTP/1.1 request's headers, and the longest its
+    /// connection idles between requests: a slowloris or a parked socket lives no longer.
+    pub client_header_timeout: Duration,
 }
 
 impl Default for Options {
@@ -125,6 +128,7 @@ impl Default for Options {
             service: "service".to_owned(),
             upstream_timeout: Duration::from_secs(30),
             upstream_http2: false,
+            client_header_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -366,7 +370,11 @@ async fn bind(listen: SocketAddr) -> Result<(TcpListener, SocketAddr), ProxyErro
 }
 
 async fn accept(listener: TcpListener, inner: Arc<Inner>, mut stopped: watch::Receiver<bool>) {
-    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(inner.options.client_header_timeout);
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,

@@ -272,3 +272,39 @@ async fn failures_count_against_the_version_that_failed() {
     );
     assert_eq!(get(&agent, format!("http://{metrics}/other")).await.0, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let a = upstream("v1").await;
+    let proxy = started(
+        Route {
+            stable: up("v1", a),
+            canary: None,
+            canary_weight: 0,
+        },
+        Options {
+            client_header_timeout: std::time::Duration::from_secs(1),
+            ..Options::default()
+        },
+    )
+    .await;
+    let mut slow = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nX-A: ")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 512];
+    // Closed by the proxy (an error answer, then end of stream), long before this limit.
+    let read = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+        loop {
+            match slow.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the slow client still holds its connection");
+}
