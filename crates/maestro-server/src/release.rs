@@ -62,16 +62,64 @@ pub fn confine(artifact: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
     Ok(real)
 }
 
-/// Keeps a verified artifact and its three bundles in the conductor's content-addressed
-/// artifact store, `<store>/sha256/<hex>/<file name>`: the bytes are read once, copied,
-/// and the copy is verified where it lies before it is renamed into place (a partial or
-/// unverified copy is never there). What a release was cut from stays there whatever
-/// happens to the path it came from. Returns the kept artifact's path and its digest.
+/// An artifact and its three bundles copied into a temporary directory of the
+/// conductor's artifact store and verified there ([`stage`]); nothing is in the store
+/// until [`Staged::commit`] (dropped, it leaves nothing behind).
+#[derive(Debug)]
+pub struct Staged {
+    tmp: tempfile::TempDir,
+    name: String,
+    dir: PathBuf,
+    /// `sha256:<hex>` of the copy.
+    pub digest: String,
+    /// What was verified, for people.
+    pub summary: String,
+    /// The conductor run its signed provenance names (`conductorRun`: the `maestro run
+    /// --server` run whose job attested it), if any.
+    pub conductor_run: Option<i64>,
+}
+
+impl Staged {
+    /// The staged copy (its bundles beside it).
+    #[must_use]
+    pub fn path(&self) -> PathBuf {
+        self.tmp.path().join(&self.name)
+    }
+
+    /// Moves the copy into place, `<store>/sha256/<hex>/<file name>`: returns its path.
+    ///
+    /// # Errors
+    /// When the store cannot be written.
+    pub fn commit(self) -> Result<PathBuf, String> {
+        let kept = self.dir.join(&self.name);
+        if kept.is_file() {
+            // Kept before: the same bytes (the directory is named by their digest).
+            return Ok(kept);
+        }
+        if let Some(parent) = self.dir.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+        }
+        let from = self.tmp.keep();
+        if let Err(e) = std::fs::rename(&from, &self.dir) {
+            // Kept meanwhile by another cut of the same bytes: that copy stands.
+            let _ = std::fs::remove_dir_all(&from);
+            if !kept.is_file() {
+                return Err(format!("{}: {e}", self.dir.display()));
+            }
+        }
+        Ok(kept)
+    }
+}
+
+/// Stages an artifact for the conductor's content-addressed artifact store: the artifact
+/// and its three bundles are read once, copied into a temporary directory of `store`, and
+/// the copy is verified where it lies (signature, provenance, signed SBOM) — what a
+/// release is cut from is the copy, whatever later happens to the path it came from.
 ///
 /// # Errors
 /// When the artifact or a bundle cannot be read, the copy does not verify, or the store
 /// cannot be written.
-pub fn keep(artifact: &Path, trust: &[PathBuf], store: &Path) -> Result<(PathBuf, String), String> {
+pub fn stage(artifact: &Path, trust: &[PathBuf], store: &Path) -> Result<Staged, String> {
     use maestro_sign::evidence::Kind;
     let name = artifact
         .file_name()
@@ -81,13 +129,6 @@ pub fn keep(artifact: &Path, trust: &[PathBuf], store: &Path) -> Result<(PathBuf
     let bytes = maestro_sign::read_limited(artifact, MAX_ARTIFACT_BYTES)
         .map_err(|e| format!("artifact {}: {e}", artifact.display()))?;
     let hex = hex::encode(Sha256::digest(&bytes));
-    let dir = store.join("sha256").join(&hex);
-    let kept = dir.join(&name);
-    if kept.is_file() {
-        // Kept before (the same bytes): verified then, verified again here.
-        let digest = verify(&kept, trust)?;
-        return Ok((kept, format!("sha256:{digest}")));
-    }
     std::fs::create_dir_all(store).map_err(|e| format!("{}: {e}", store.display()))?;
     let tmp = tempfile::tempdir_in(store).map_err(|e| format!("{}: {e}", store.display()))?;
     let copy = tmp.path().join(&name);
@@ -100,24 +141,31 @@ pub fn keep(artifact: &Path, trust: &[PathBuf], store: &Path) -> Result<(PathBuf
         let to = kind.bundle_path(&copy);
         maestro_sign::write_atomic(&to, &b, 0o644).map_err(|e| format!("{}: {e}", to.display()))?;
     }
-    let digest = verify(&copy, trust)?;
+    let keys = trust_of(trust)?;
+    let digest = verify_with(&copy, &keys)?;
     if digest != hex {
         return Err(format!(
             "artifact {} changed while it was being kept",
             artifact.display()
         ));
     }
-    std::fs::create_dir_all(dir.parent().unwrap_or(store))
-        .map_err(|e| format!("{}: {e}", store.display()))?;
-    let from = tmp.keep();
-    if let Err(e) = std::fs::rename(&from, &dir) {
-        // Kept meanwhile by another cut of the same bytes: that copy stands.
-        let _ = std::fs::remove_dir_all(&from);
-        if !kept.is_file() {
-            return Err(format!("{}: {e}", dir.display()));
-        }
-    }
-    Ok((kept, format!("sha256:{hex}")))
+    let provenance = maestro_sign::evidence::verified_provenance(&copy, &keys)
+        .map_err(|e| format!("{}: provenance: {e}", artifact.display()))?;
+    Ok(Staged {
+        tmp,
+        name,
+        dir: store.join("sha256").join(&hex),
+        digest: format!("sha256:{hex}"),
+        summary: format!(
+            "signature, provenance and SBOM attestation verified with {} trusted key(s)",
+            trust.len()
+        ),
+        conductor_run: provenance
+            .build_definition
+            .internal_parameters
+            .get("conductorRun")
+            .and_then(serde_json::Value::as_i64),
+    })
 }
 
 /// An unpacked, verified release.
@@ -177,28 +225,6 @@ pub fn prepare(artifact: &Path, trust: &[PathBuf], releases: &Path) -> Result<Un
     })
 }
 
-/// The artifact's `sha256:` digest and what was verified, when its evidence (signature,
-/// provenance, signed SBOM) verifies with `trust`.
-///
-/// # Errors
-/// What is missing or does not verify.
-pub fn verified_digest(artifact: &Path, trust: &[PathBuf]) -> Result<(String, String), String> {
-    if !artifact.is_absolute() {
-        return Err(format!(
-            "artifact: `{}` must be an absolute path on the conductor's host",
-            artifact.display()
-        ));
-    }
-    let hex = verify(artifact, trust)?;
-    Ok((
-        format!("sha256:{hex}"),
-        format!(
-            "signature, provenance and SBOM attestation verified with {} trusted key(s)",
-            trust.len()
-        ),
-    ))
-}
-
 /// The trusted keys, loaded.
 fn trust_of(trust: &[PathBuf]) -> Result<maestro_sign::evidence::Trust, String> {
     let mut keys = Vec::new();
@@ -214,28 +240,15 @@ fn trust_of(trust: &[PathBuf]) -> Result<maestro_sign::evidence::Trust, String> 
     })
 }
 
-/// The conductor run the artifact's signed provenance names (`conductorRun`: the
-/// `maestro run --server` run whose job attested it), once the provenance verified with
-/// a trusted key; `None` when it names none.
-///
-/// # Errors
-/// When the provenance cannot be read or does not verify.
-pub fn provenance_run(artifact: &Path, trust: &[PathBuf]) -> Result<Option<i64>, String> {
-    let trust = trust_of(trust)?;
-    let p = maestro_sign::evidence::verified_provenance(artifact, &trust)
-        .map_err(|e| format!("{}: provenance: {e}", artifact.display()))?;
-    Ok(p.build_definition
-        .internal_parameters
-        .get("conductorRun")
-        .and_then(serde_json::Value::as_i64))
-}
-
 /// The artifact's digest (hex) when its evidence verifies.
 fn verify(artifact: &Path, trust: &[PathBuf]) -> Result<String, String> {
+    verify_with(artifact, &trust_of(trust)?)
+}
+
+fn verify_with(artifact: &Path, trust: &maestro_sign::evidence::Trust) -> Result<String, String> {
     use maestro_sign::evidence;
-    let trust = trust_of(trust)?;
     let name = artifact.display().to_string();
-    let report = evidence::check(artifact, &name, &trust).map_err(|e| format!("{name}: {e}"))?;
+    let report = evidence::check(artifact, &name, trust).map_err(|e| format!("{name}: {e}"))?;
     let problems = report.describe_problems();
     if problems.is_empty() {
         Ok(report.sha256)

@@ -321,6 +321,11 @@ fn a_release_is_cut_canaried_to_stage_soaked_and_promoted_to_prod() {
         flat.contains("422 gates_not_green: no pipeline run at commit"),
         "{out}"
     );
+    // A refused cut keeps nothing: the artifact store has no copy of it.
+    assert!(
+        !w.repo.path().join(".maestro/artifacts/sha256").exists(),
+        "a refused cut left a copy in the artifact store"
+    );
 
     // The dry run: what the cut would send, nothing sent or tagged.
     let (code, out) = cut(&w, &["--dry-run"]);

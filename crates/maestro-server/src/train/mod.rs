@@ -564,6 +564,15 @@ fn progress_of(row: &ReleaseRow) -> Result<Progress, ApiError> {
     })
 }
 
+/// Runs file work (copying, verifying) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))
+}
+
 fn train_of(ctx: &Ctx, service: &str) -> Result<Arc<Train>, ApiError> {
     ctx.auth.state.trains.get(service).ok_or_else(|| {
         ApiError::new(
@@ -709,46 +718,23 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             |m: String| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m);
         let artifact = crate::release::confine(&body.artifact, &ctx.auth.state.artifact_roots)
             .map_err(unverified)?;
-        // The artifact and its bundles are kept by digest: the release, its deploys and its
-        // evidence use that copy, whatever later happens to the path it came from.
+        // The artifact and its bundles are staged in the store by digest and verified there:
+        // the release, its deploys and its evidence use that copy, whatever later happens to
+        // the path it came from. Its signed provenance names the run whose gates decide.
+        // Nothing is in the store until the permit (a refused cut leaves nothing).
         let Some(store) = ctx.auth.state.artifact_store.clone() else {
             return Err(unverified(
                 "this conductor keeps no artifacts: set `artifact_store` (a directory) in its configuration".to_owned(),
             ));
         };
-        let artifact = {
-            let keys = trust_keys(
-                &ctx.auth.state,
-                train.stages.first().map_or("", String::as_str),
-            );
-            tokio::task::spawn_blocking(move || crate::release::keep(&artifact, &keys, &store))
-                .await
-                .map_err(|e| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                })?
-                .map_err(unverified)?
-                .0
-        };
-        let evidence = verify_evidence(&ctx.auth.state, &train, &artifact)
-            .await
-            .map_err(|m| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
-            })?;
-        let named = {
-            let keys = trust_keys(
-                &ctx.auth.state,
-                train.stages.first().map_or("", String::as_str),
-            );
-            let artifact = artifact.clone();
-            tokio::task::spawn_blocking(move || crate::release::provenance_run(&artifact, &keys))
-                .await
-                .map_err(|e| {
-                    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-                })?
-                .map_err(|m| {
-                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "unverified_artifact", m)
-                })?
-        };
+        let keys = trust_keys(
+            &ctx.auth.state,
+            train.stages.first().map_or("", String::as_str),
+        );
+        let staged = blocking(move || crate::release::stage(&artifact, &keys, &store))
+            .await?
+            .map_err(unverified)?;
+        let named = staged.conductor_run;
         let runs = match named {
             None => Vec::new(),
             Some(id) => {
@@ -795,7 +781,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             run: Some(run),
             gates,
             migrations_changed,
-            evidence: Some(evidence.1.clone()),
+            evidence: Some(staged.summary.clone()),
             ..Progress::new(&train.stages)
         };
         let on = body
@@ -809,6 +795,10 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             ctx.auth.actor.id
         ));
         let permit = ctx.permit(&r).await?;
+        let digest = staged.digest.clone();
+        let artifact = blocking(move || staged.commit())
+            .await?
+            .map_err(|m| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "artifact_store", m))?;
         let row = ReleaseRow {
             id: 0,
             tenant: train.tenant.clone(),
@@ -816,7 +806,7 @@ pub(crate) fn cut(ctx: Ctx) -> Answer {
             version: body.version.clone(),
             commit,
             artifact: artifact.display().to_string(),
-            digest: evidence.0,
+            digest,
             status: ReleaseStatus::Cut.as_str().to_owned(),
             state: progress.to_text(),
             notes: body.notes,
@@ -1045,19 +1035,6 @@ fn trust_keys(state: &AppState, name: &str) -> Vec<PathBuf> {
         .find(|e| e.spec.name == name)
         .map(|e| e.trust_keys.clone())
         .unwrap_or_default()
-}
-
-async fn verify_evidence(
-    state: &Arc<AppState>,
-    train: &Train,
-    artifact: &Path,
-) -> Result<(String, String), String> {
-    let first = train.stages.first().cloned().unwrap_or_default();
-    let keys = trust_keys(state, &first);
-    let artifact = artifact.to_path_buf();
-    tokio::task::spawn_blocking(move || crate::release::verified_digest(&artifact, &keys))
-        .await
-        .map_err(|e| e.to_string())?
 }
 
 /// `POST /api/v1/releases/{service}/{version}/{action}` (sensitive): `promote` starts or
